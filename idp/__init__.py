@@ -1,0 +1,93 @@
+"""idp: an OpenID Connect identity provider."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from idp.settings import PROJECT_ROOT, Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+        instance_path=str(settings.instance_dir),
+    )
+    _configure(app, settings)
+    _init_extensions(app, settings)
+    _register_rooms(app, settings)
+    return app
+
+
+def _configure(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        SESSION_COOKIE_NAME="__Host-idp_ui" if settings.is_https else "idp_ui",
+        SESSION_COOKIE_SECURE=settings.is_https,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=settings.login_flow_ttl,
+        WTF_CSRF_TIME_LIMIT=settings.login_flow_ttl,
+        WTF_CSRF_SSL_STRICT=settings.is_https,
+        MAX_CONTENT_LENGTH=256 * 1024,
+        MAX_FORM_MEMORY_SIZE=256 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
+
+
+def _engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 15}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
+
+def _init_extensions(app: Flask, settings: Settings) -> None:
+    from idp.extensions import csrf, db, migrate
+    from idp.services import Services
+    from idp.storage.store import create_store
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    app.extensions["idp"] = Services.build(settings, create_store(settings.redis_url))
+    if settings.uses_embedded_database:
+        _sqlite_pragmas(app)
+
+
+def _sqlite_pragmas(app: Flask) -> None:
+    from sqlalchemy import event
+
+    from idp.extensions import db
+
+    with app.app_context():
+
+        @event.listens_for(db.engine, "connect")
+        def on_connect(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+
+def _register_rooms(app: Flask, settings: Settings) -> None:
+    from idp import account, login
+    from idp.oidc import logout, metadata, token_views, views  # noqa: F401  (routes)
+    from idp.oidc.blueprint import bp as oidc_bp
+    from idp.oidc.server import create_server
+    from idp.web import errors, headers
+
+    app.extensions["idp_oauth"] = create_server(app)
+    metadata.init_metadata(app, settings)
+    app.register_blueprint(oidc_bp)
+    app.register_blueprint(login.bp)
+    app.register_blueprint(account.bp)
+    errors.init_app(app)
+    headers.init_app(app, settings)
+    app.context_processor(lambda: {"product_name": settings.product_name})

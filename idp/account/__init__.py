@@ -1,0 +1,7 @@
+"""Self-service pages of the signed-in person."""
+
+from flask import Blueprint
+
+bp = Blueprint("account", __name__)
+
+from idp.account import views  # noqa: E402,F401  (registers the routes)

@@ -1,0 +1,1 @@
+"""Hashing, random values and signing keys."""

@@ -1,0 +1,7 @@
+"""The hosted sign-in chain. Produces an AuthResult; never imports the oidc room."""
+
+from flask import Blueprint
+
+bp = Blueprint("login", __name__)
+
+from idp.login import views  # noqa: E402,F401  (registers the routes)

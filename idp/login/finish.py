@@ -1,0 +1,42 @@
+"""The last step of every sign-in: turn the proof into a session and hand back an AuthResult."""
+
+from __future__ import annotations
+
+from flask import redirect, session as ui_state
+
+from idp.domain.acr import acr_for_amr
+from idp.domain.auth_result import AuthResult
+from idp.services import services
+from idp.storage.models import utcnow
+from idp.web.cookies import set_session_cookie
+from idp.web.current import client_ip, current_session, forget_current_session, user_agent
+from idp.web.redirects import safe_next
+
+
+def finish_sign_in(user_id: str, amr: list[str], next_url: str | None):
+    svc = services()
+    previous, _ = current_session()
+    now = utcnow().replace(microsecond=0)
+    session, token = svc.sessions.start(
+        user_id,
+        amr,
+        acr_for_amr(amr),
+        now,
+        client_ip(),
+        user_agent(),
+        previous=previous,
+    )
+    result = AuthResult(
+        user_id=user_id,
+        amr=tuple(amr),
+        acr=session.acr,
+        auth_time=int(now.timestamp()),
+        session_id=session.id,
+    )
+    forget_current_session()
+    # New CSRF secret too: nothing from before the sign-in stays valid (session fixation).
+    ui_state.clear()
+    # 303: the browser must follow with GET and never re-post the credentials (RFC 9700 §4.12).
+    response = redirect(safe_next(next_url), code=303)
+    set_session_cookie(response, token, svc.settings.session_absolute_ttl)
+    return response, result

@@ -1,0 +1,178 @@
+"""Authorization endpoint, its resumption after sign-in, and the consent screen."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+from flask import abort, make_response, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from idp.crypto.secrets import random_token
+from idp.extensions import csrf, db
+from idp.oidc.authorize import (
+    AuthorizationRequest,
+    ErrorPage,
+    RedirectError,
+    parse_authorization_request,
+    redirect_with,
+    safe_description,
+)
+from idp.oidc.blueprint import bp
+from idp.oidc.interaction import Need, decide
+from idp.services import services
+from idp.storage.models import Consent, utcnow
+from idp.web.current import current_session
+
+log = logging.getLogger("idp.oidc")
+
+SCOPE_DESCRIPTIONS = {
+    "openid": "Know who you are",
+    "profile": "See your name",
+    "email": "See your email address",
+    "phone": "See your phone number",
+    "offline_access": "Stay signed in when you are not using it",
+    "sessions": "See and end your sessions",
+}
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+@csrf.exempt  # OIDC Core §3.1.2.1 allows form POST; the request changes no state by itself.
+def authorize():
+    values = request.args if request.method == "GET" else request.form
+    return _handle(values, pending_id=None, signed_in_after=None)
+
+
+@bp.get("/authorize/continue/<pending_id>")
+def authorize_continue(pending_id: str):
+    pending = _load_pending(pending_id)
+    return _handle(MultiDict(pending["params"]), pending_id, _from_epoch(pending["signed_in_after"]))
+
+
+@bp.post("/authorize/consent/<pending_id>")
+def authorize_consent(pending_id: str):
+    pending = _load_pending(pending_id)
+    svc = services()
+    try:
+        authz = parse_authorization_request(MultiDict(pending["params"]), svc.clients, svc.keys.ring())
+    except ErrorPage as error:
+        return _error_page(error.message)
+    except RedirectError as error:
+        return _error_redirect(error)
+    session, user = current_session()
+    if session is None:
+        return _error_page("Your sign-in has ended. Go back to the application and start again.")
+    svc.store.delete(_pending_key(pending_id))
+    if request.form.get("decision") != "allow":
+        return _error_redirect(RedirectError("access_denied", "The user declined the request.", authz))
+    consent = db.session.get(Consent, (user.id, authz.client.client_id))
+    if consent is None:
+        db.session.add(Consent(user_id=user.id, client_id=authz.client.client_id, scope=authz.scope))
+    else:
+        consent.scope = " ".join(dict.fromkeys(consent.scope.split() + authz.scopes))
+        consent.granted_at = utcnow()
+    db.session.commit()
+    return _issue_code(authz, session)
+
+
+def _handle(values, pending_id: str | None, signed_in_after: datetime | None):
+    svc = services()
+    try:
+        authz = parse_authorization_request(values, svc.clients, svc.keys.ring())
+        session, user = current_session()
+        consent = db.session.get(Consent, (user.id, authz.client.client_id)) if user else None
+        need = decide(authz, session, consent, svc.settings.sso_max_age, signed_in_after)
+    except ErrorPage as error:
+        return _error_page(error.message)
+    except RedirectError as error:
+        return _error_redirect(error)
+    if need is Need.LOGIN:
+        pending_id = _save_pending(authz, pending_id, signed_in_after=utcnow().replace(microsecond=0))
+        return redirect(
+            url_for("login.sign_in", next=url_for("oidc.authorize_continue", pending_id=pending_id),
+                    login_hint=authz.login_hint)
+        )
+    if need is Need.CONSENT:
+        pending_id = _save_pending(authz, pending_id, signed_in_after=signed_in_after)
+        scopes = [(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in authz.scopes]
+        return render_template("oidc/consent.html", client=authz.client, scopes=scopes, pending_id=pending_id,
+                               user=user)
+    if pending_id:
+        svc.store.delete(_pending_key(pending_id))
+    return _issue_code(authz, session)
+
+
+def _issue_code(authz: AuthorizationRequest, session):
+    svc = services()
+    if authz.app_version and session.app_version != authz.app_version:
+        session.app_version = authz.app_version
+        db.session.commit()
+    code = svc.grants.create_code(
+        client_id=authz.client.client_id,
+        user_id=session.user_id,
+        session_id=session.id,
+        redirect_uri=authz.redirect_uri,
+        scope=authz.scope,
+        nonce=authz.nonce,
+        code_challenge=authz.code_challenge,
+        code_challenge_method=authz.code_challenge_method,
+        auth_time=session.auth_time,
+        acr=session.acr,
+        amr=session.amr,
+    )
+    params = {"code": code, "state": authz.state, "iss": svc.settings.issuer}
+    return redirect(redirect_with(authz.redirect_uri, params), code=302)
+
+
+# -- pending requests ------------------------------------------------------------------------
+
+
+def _pending_key(pending_id: str) -> str:
+    return f"authz:{pending_id}"
+
+
+def _save_pending(authz: AuthorizationRequest, pending_id: str | None, signed_in_after: datetime | None) -> str:
+    svc = services()
+    pending_id = pending_id or random_token(24)
+    data = {
+        "params": authz.params,
+        "signed_in_after": signed_in_after.timestamp() if signed_in_after else None,
+    }
+    svc.store.set(_pending_key(pending_id), json.dumps(data), svc.settings.login_flow_ttl)
+    return pending_id
+
+
+def _load_pending(pending_id: str) -> dict:
+    raw = services().store.get(_pending_key(pending_id)) if len(pending_id) <= 64 else None
+    if raw is None:
+        abort(make_response(_error_page(EXPIRED_REQUEST)))
+    return json.loads(raw)
+
+
+def _from_epoch(value) -> datetime | None:
+    return datetime.fromtimestamp(value, timezone.utc) if value else None
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+EXPIRED_REQUEST = (
+    "This sign-in request has expired or was already completed. Go back to the application and start again."
+)
+
+
+def _error_page(message: str):
+    return render_template("errors/error.html", title="This sign-in request cannot be completed",
+                           message=message), 400
+
+
+def _error_redirect(error: RedirectError):
+    log.info("authorization error %s: %s", error.error, error.description)
+    params = {
+        "error": error.error,
+        "error_description": safe_description(error.description),
+        "state": error.state,
+        "iss": services().settings.issuer,
+    }
+    return redirect(redirect_with(error.redirect_uri, params), code=302)

@@ -1,0 +1,135 @@
+"""Accounts: creation, lookup, and password sign-in with throttling that holds across instances."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from idp.domain.errors import Conflict, DomainError, Throttled
+from idp.extensions import db
+from idp.storage.models import User, utcnow
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
+_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+
+GENERIC_SIGN_IN_FAILURE = "Incorrect email or password."
+
+
+def normalise_email(email: str) -> str:
+    """One account per mailbox: trim and lowercase (the domain is case-insensitive, and in practice so is the local part)."""
+    return (email or "").strip().lower()
+
+
+def validate_email(email: str) -> str:
+    email = normalise_email(email)
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise DomainError("Enter a valid email address.")
+    return email
+
+
+def validate_phone(phone: str | None) -> str | None:
+    if phone in (None, ""):
+        return None
+    phone = phone.strip().replace(" ", "")
+    if not _PHONE.match(phone):
+        raise DomainError("Enter the phone number in international format, e.g. +14155550123.")
+    return phone
+
+
+def check_password_policy(password: str, email: str | None = None) -> None:
+    """Minimum rules that hold from the first release; the strength estimator builds on these."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise DomainError(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise DomainError(f"Use at most {MAX_PASSWORD_LENGTH} characters.")
+    if email and password.strip().lower() in {email.lower(), email.split("@")[0].lower()}:
+        raise DomainError("The password must not be your email address.")
+
+
+class Accounts:
+    def __init__(self, settings, store, passwords):
+        self._settings = settings
+        self._store = store
+        self._passwords = passwords
+
+    def create_user(
+        self,
+        email: str,
+        password: str | None,
+        name: str | None = None,
+        phone: str | None = None,
+        is_admin: bool = False,
+        email_verified: bool = True,
+    ) -> User:
+        email = validate_email(email)
+        phone = validate_phone(phone)
+        if password is not None:
+            check_password_policy(password, email)
+        user = User(
+            email=email,
+            name=(name or "").strip() or None,
+            phone=phone,
+            phone_verified=bool(phone),
+            email_verified=email_verified,
+            is_admin=is_admin,
+            password_hash=self._passwords.hash(password) if password is not None else None,
+            password_changed_at=utcnow() if password is not None else None,
+        )
+        db.session.add(user)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            raise Conflict("An account with this email or phone already exists.") from None
+        return user
+
+    def get(self, user_id: str) -> User | None:
+        return db.session.get(User, user_id)
+
+    def find_by_email(self, email: str) -> User | None:
+        return db.session.scalar(select(User).where(User.email == normalise_email(email)))
+
+    def can_sign_in(self, user: User | None) -> bool:
+        return user is not None and user.disabled_at is None and user.locked_at is None
+
+    # -- password sign-in ---------------------------------------------------------------
+
+    def _throttle_keys(self, email: str, ip: str | None) -> tuple[str, str]:
+        return f"pwfail:acct:{normalise_email(email)}", f"pwfail:ip:{ip or '-'}"
+
+    def check_password_throttle(self, email: str, ip: str | None) -> None:
+        s = self._settings
+        account_key, ip_key = self._throttle_keys(email, ip)
+        for key, limit in ((account_key, s.password_failures_per_account), (ip_key, s.password_failures_per_ip)):
+            count = self._store.get(key)
+            if count is not None and int(count) >= limit:
+                wait = self._store.ttl(key) or s.password_failure_window
+                raise Throttled(
+                    f"Too many failed sign-in attempts. Try again in {max(1, (wait + 59) // 60)} minute(s).",
+                    retry_after=wait,
+                )
+
+    def authenticate_password(self, email: str, password: str, ip: str | None) -> User:
+        """Return the user, or raise with one message whatever went wrong (no account enumeration)."""
+        self.check_password_throttle(email, ip)
+        user = self.find_by_email(email) if email else None
+        # Unknown accounts still pay for one hash verification so timing tells nothing.
+        valid = self._passwords.verify(user.password_hash if user else None, password or "")
+        if not valid or not self.can_sign_in(user):
+            self._record_password_failure(email, ip)
+            raise DomainError(GENERIC_SIGN_IN_FAILURE)
+        account_key, _ = self._throttle_keys(email, ip)
+        self._store.delete(account_key)
+        if self._passwords.needs_rehash(user.password_hash):
+            user.password_hash = self._passwords.hash(password)
+            db.session.commit()
+        return user
+
+    def _record_password_failure(self, email: str, ip: str | None) -> None:
+        window = self._settings.password_failure_window
+        for key in self._throttle_keys(email, ip):
+            self._store.incr(key, window)

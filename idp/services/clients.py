@@ -1,0 +1,138 @@
+"""Relying apps: registration rules and secret checks."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from sqlalchemy.exc import IntegrityError
+
+from idp.crypto.secrets import constant_time_equal, keyed_hash, random_token
+from idp.domain.errors import Conflict, DomainError
+from idp.extensions import db
+from idp.storage.models import Client
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+SCOPES = ("openid", "profile", "email", "phone", "offline_access", "sessions", "admin")
+DEFAULT_SCOPE = "openid profile email phone offline_access"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def validate_redirect_uri(uri: str, kind: str = "redirect URI") -> str:
+    """RFC 9700 §2.1 and §2.6: absolute, no fragment, https unless loopback; custom schemes for native apps."""
+    if not isinstance(uri, str) or not uri or len(uri) > 2000 or any(c.isspace() for c in uri):
+        raise DomainError(f"Invalid {kind}: {uri!r}")
+    parts = urlsplit(uri)
+    if not parts.scheme or parts.fragment or "#" in uri:
+        raise DomainError(f"The {kind} must be absolute and carry no fragment: {uri!r}")
+    if parts.scheme == "https":
+        if not parts.hostname:
+            raise DomainError(f"The {kind} has no host: {uri!r}")
+    elif parts.scheme == "http":
+        if not is_loopback_host(parts.hostname):
+            raise DomainError(f"A plain-http {kind} is only allowed for loopback addresses: {uri!r}")
+    elif parts.scheme in ("javascript", "data", "file", "vbscript"):
+        raise DomainError(f"The {kind} scheme is not allowed: {uri!r}")
+    elif "." not in parts.scheme:
+        # RFC 8252 §7.1: private-use schemes are reverse domain names, e.g. com.example.app:/cb
+        raise DomainError(f"A native-app {kind} must use a reverse-domain scheme: {uri!r}")
+    if parts.username or parts.password:
+        raise DomainError(f"The {kind} must not carry credentials: {uri!r}")
+    return uri
+
+
+class Clients:
+    def __init__(self, settings):
+        self._settings = settings
+
+    def _secret_hash(self, secret: str) -> str:
+        return keyed_hash(self._settings.secret_key, "client-secret:" + secret)
+
+    def create(
+        self,
+        name: str,
+        redirect_uris=(),
+        post_logout_redirect_uris=(),
+        public: bool = False,
+        backchannel_logout_uri: str | None = None,
+        grant_types=(),
+        scope: str | None = None,
+        first_party: bool = False,
+        token_endpoint_auth_method: str | None = None,
+        id_token_signed_response_alg: str | None = None,
+        client_id: str | None = None,
+    ) -> tuple[Client, str | None]:
+        name = (name or "").strip()
+        if not name or len(name) > 200:
+            raise DomainError("A client needs a name of 1 to 200 characters.")
+        grant_types = list(dict.fromkeys(grant_types or ("authorization_code", "refresh_token")))
+        for grant in grant_types:
+            if grant not in GRANT_TYPES:
+                raise DomainError(f"Unsupported grant type {grant!r}; choose from {', '.join(GRANT_TYPES)}.")
+        if public and "client_credentials" in grant_types:
+            raise DomainError("A public client cannot use client_credentials.")
+        redirect_uris = [validate_redirect_uri(u) for u in redirect_uris]
+        if "authorization_code" in grant_types and not redirect_uris:
+            raise DomainError("The authorization_code grant needs at least one --redirect-uri.")
+        post_logout = [validate_redirect_uri(u, "post-logout redirect URI") for u in post_logout_redirect_uris]
+        if backchannel_logout_uri:
+            parts = urlsplit(backchannel_logout_uri)
+            if parts.fragment or not parts.hostname or parts.scheme not in ("https", "http"):
+                raise DomainError("The back-channel logout URI must be an absolute http(s) URL without fragment.")
+            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+                raise DomainError("The back-channel logout URI must use https unless it is a loopback address.")
+        scopes = (scope or DEFAULT_SCOPE).split()
+        for s in scopes:
+            if s not in SCOPES:
+                raise DomainError(f"Unknown scope {s!r}; choose from {' '.join(SCOPES)}.")
+        if token_endpoint_auth_method is not None and token_endpoint_auth_method not in AUTH_METHODS:
+            raise DomainError(f"Unsupported token endpoint auth method {token_endpoint_auth_method!r}.")
+        if public:
+            if token_endpoint_auth_method not in (None, "none"):
+                raise DomainError("A public client authenticates with 'none'.")
+            token_endpoint_auth_method = "none"
+        elif token_endpoint_auth_method == "none":
+            raise DomainError("Use --public for clients without a secret.")
+        alg = id_token_signed_response_alg or self._settings.default_signing_alg
+        if alg not in ("ES256", "RS256"):
+            raise DomainError("The ID-token signing algorithm must be ES256 or RS256.")
+        secret = None if public else random_token(32)
+        client = Client(
+            client_id=client_id or random_token(16),
+            name=name,
+            secret_hash=self._secret_hash(secret) if secret else None,
+            redirect_uris=redirect_uris,
+            post_logout_redirect_uris=post_logout,
+            grant_types=grant_types,
+            scope=" ".join(dict.fromkeys(scopes)),
+            token_endpoint_auth_method=token_endpoint_auth_method,
+            backchannel_logout_uri=backchannel_logout_uri or None,
+            first_party=first_party,
+            id_token_signed_response_alg=alg,
+        )
+        db.session.add(client)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            raise Conflict("A client with this id already exists.") from None
+        return client, secret
+
+    def get(self, client_id: str | None) -> Client | None:
+        if not client_id or not isinstance(client_id, str) or len(client_id) > 64:
+            return None
+        return db.session.get(Client, client_id)
+
+    def check_secret(self, client: Client, secret: str) -> bool:
+        if client.secret_hash is None or not secret:
+            return False
+        return constant_time_equal(client.secret_hash, self._secret_hash(secret))

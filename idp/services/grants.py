@@ -1,0 +1,345 @@
+"""Authorization codes, token families, access and refresh tokens: issue, consume, revoke.
+
+Codes and refresh tokens are consumed atomically (UPDATE … WHERE used_at IS NULL RETURNING):
+of two concurrent redemptions exactly one wins, and the loser is treated as a replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from idp.crypto.keys import InvalidJWT
+from idp.crypto.secrets import random_token, sha256_hex
+from idp.extensions import db
+from idp.storage.models import (
+    AccessToken,
+    AuthorizationCode,
+    BrowserSession,
+    Client,
+    RefreshToken,
+    TokenFamily,
+    utcnow,
+)
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+
+
+class GrantError(Exception):
+    """The code or refresh token cannot be used; `replay` says whether reuse was detected."""
+
+    def __init__(self, reason: str, replay: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.replay = replay
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    expires_in: int
+    scope: str
+    family_id: str | None
+    refresh_token: str | None = None
+    jti: str = ""
+
+
+@dataclass(frozen=True)
+class ActiveAccessToken:
+    jti: str
+    client_id: str
+    user_id: str | None
+    session_id: str | None
+    scope: str
+    claims: dict
+
+    @property
+    def scopes(self) -> set[str]:
+        return set(self.scope.split())
+
+
+def _epoch(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+class Grants:
+    def __init__(self, settings, keys):
+        self._settings = settings
+        self._keys = keys
+
+    # -- authorization codes --------------------------------------------------------------
+
+    def create_code(
+        self,
+        *,
+        client_id: str,
+        user_id: str,
+        session_id: str,
+        redirect_uri: str,
+        scope: str,
+        nonce: str | None,
+        code_challenge: str | None,
+        code_challenge_method: str | None,
+        auth_time: datetime,
+        acr: str,
+        amr,
+    ) -> str:
+        code = random_token(32)
+        now = utcnow()
+        db.session.add(
+            AuthorizationCode(
+                code_hash=sha256_hex(code),
+                client_id=client_id,
+                user_id=user_id,
+                session_id=session_id,
+                redirect_uri=redirect_uri,
+                scope=scope,
+                nonce=nonce,
+                code_challenge=code_challenge,
+                code_challenge_method=code_challenge_method,
+                auth_time=auth_time,
+                acr=acr,
+                amr=list(amr),
+                created_at=now,
+                expires_at=now + timedelta(seconds=self._settings.authorization_code_ttl),
+            )
+        )
+        db.session.commit()
+        return code
+
+    def consume_code(self, code: str, client_id: str) -> AuthorizationCode:
+        """Mark the code used and return it; a second use revokes what the first one issued."""
+        if not isinstance(code, str) or not code or len(code) > 200:
+            raise GrantError("invalid code")
+        code_hash = sha256_hex(code)
+        now = utcnow()
+        row = db.session.execute(
+            update(AuthorizationCode)
+            .where(
+                AuthorizationCode.code_hash == code_hash,
+                AuthorizationCode.client_id == client_id,
+                AuthorizationCode.used_at.is_(None),
+            )
+            .values(used_at=now)
+            .returning(AuthorizationCode)
+        ).scalar_one_or_none()
+        if row is None:
+            used = db.session.scalar(
+                select(AuthorizationCode).where(
+                    AuthorizationCode.code_hash == code_hash, AuthorizationCode.client_id == client_id
+                )
+            )
+            if used is not None and used.family_id:
+                self.revoke_family(used.family_id, "code_replayed")
+            db.session.commit()
+            raise GrantError("code already used" if used is not None else "unknown code", replay=used is not None)
+        db.session.commit()
+        if row.expires_at <= now:
+            raise GrantError("code expired")
+        session = db.session.get(BrowserSession, row.session_id)
+        if session is None or session.ended_at is not None:
+            raise GrantError("the session this code came from has ended")
+        return row
+
+    # -- issuing ---------------------------------------------------------------------------
+
+    def issue_for_code(self, code: AuthorizationCode, client: Client, with_refresh: bool) -> IssuedTokens:
+        now = utcnow()
+        family = TokenFamily(
+            client_id=client.client_id,
+            user_id=code.user_id,
+            session_id=code.session_id,
+            scope=code.scope,
+            auth_time=code.auth_time,
+            acr=code.acr,
+            amr=list(code.amr or ()),
+            nonce=code.nonce,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self._settings.refresh_token_absolute_ttl),
+        )
+        db.session.add(family)
+        db.session.flush()
+        db.session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.code_hash == code.code_hash)
+            .values(family_id=family.id)
+        )
+        issued = self._issue(family, client, code.scope, with_refresh, now)
+        db.session.commit()
+        return issued
+
+    def issue_client_credentials(self, client: Client, scope: str) -> IssuedTokens:
+        now = utcnow()
+        jti, token = self._sign_access_token(
+            client=client, subject=client.client_id, scope=scope, now=now, family=None
+        )
+        db.session.add(
+            AccessToken(
+                jti=jti,
+                client_id=client.client_id,
+                scope=scope,
+                issued_at=now,
+                expires_at=now + timedelta(seconds=self._settings.access_token_ttl),
+            )
+        )
+        db.session.commit()
+        return IssuedTokens(token, self._settings.access_token_ttl, scope, None, None, jti)
+
+    def _issue(self, family: TokenFamily, client: Client, scope: str, with_refresh: bool, now) -> IssuedTokens:
+        jti, token = self._sign_access_token(
+            client=client, subject=family.user_id, scope=scope, now=now, family=family
+        )
+        db.session.add(
+            AccessToken(
+                jti=jti,
+                family_id=family.id,
+                client_id=client.client_id,
+                user_id=family.user_id,
+                session_id=family.session_id,
+                scope=scope,
+                issued_at=now,
+                expires_at=now + timedelta(seconds=self._settings.access_token_ttl),
+            )
+        )
+        refresh = None
+        if with_refresh:
+            refresh = random_token(32)
+            idle_expiry = now + timedelta(seconds=self._settings.refresh_token_idle_ttl)
+            db.session.add(
+                RefreshToken(
+                    token_hash=sha256_hex(refresh),
+                    family_id=family.id,
+                    created_at=now,
+                    expires_at=min(idle_expiry, family.expires_at),
+                )
+            )
+        return IssuedTokens(token, self._settings.access_token_ttl, scope, family.id, refresh, jti)
+
+    def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, family: TokenFamily | None):
+        """RFC 9068 JWT access token; its jti row makes revocation immediate."""
+        jti = random_token(16)
+        claims = {
+            "iss": self._settings.issuer,
+            "sub": subject,
+            "aud": self._settings.issuer,
+            "client_id": client.client_id,
+            "scope": scope,
+            "jti": jti,
+            "iat": _epoch(now),
+            "exp": _epoch(now) + self._settings.access_token_ttl,
+        }
+        if family is not None:
+            if family.session_id:
+                claims["sid"] = family.session_id
+            if family.auth_time:
+                claims["auth_time"] = _epoch(family.auth_time)
+            if family.acr:
+                claims["acr"] = family.acr
+        token = self._keys.ring().sign(claims, self._settings.default_signing_alg, typ=ACCESS_TOKEN_TYPE)
+        return jti, token
+
+    # -- refresh -----------------------------------------------------------------------------
+
+    def find_refresh_token(self, token: str) -> tuple[RefreshToken, TokenFamily] | None:
+        if not isinstance(token, str) or not token or len(token) > 200:
+            return None
+        row = db.session.get(RefreshToken, sha256_hex(token))
+        if row is None:
+            return None
+        return row, db.session.get(TokenFamily, row.family_id)
+
+    def refresh_token_usable(self, rt: RefreshToken, family: TokenFamily, now=None) -> bool:
+        return rt.used_at is None and self._refresh_chain_alive(rt, family, now or utcnow())
+
+    def _refresh_chain_alive(self, rt: RefreshToken, family: TokenFamily, now) -> bool:
+        return (
+            rt.expires_at > now
+            and family.revoked_at is None
+            and family.expires_at > now
+            and (family.session_id is None or self._session_active(family.session_id, now))
+        )
+
+    def _session_active(self, session_id: str, now) -> bool:
+        session = db.session.get(BrowserSession, session_id)
+        if session is None or session.ended_at is not None:
+            return False
+        idle = session.last_active_at + timedelta(seconds=self._settings.session_idle_ttl)
+        return now < session.expires_at and now < idle
+
+    def rotate_refresh_token(self, token: str, client: Client, scope: str | None) -> IssuedTokens:
+        """Consume the refresh token and issue a new pair; a reused token revokes its whole family."""
+        found = self.find_refresh_token(token)
+        if found is None:
+            raise GrantError("unknown refresh token")
+        rt, family = found
+        if family.client_id != client.client_id:
+            raise GrantError("refresh token of another client")
+        now = utcnow()
+        if rt.used_at is None and not self._refresh_chain_alive(rt, family, now):
+            raise GrantError("refresh token expired or revoked")
+        consumed = db.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == rt.token_hash, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+        ).rowcount
+        if not consumed:
+            self.revoke_family(family.id, "refresh_token_reused")
+            db.session.commit()
+            raise GrantError("refresh token already used", replay=True)
+        issued = self._issue(family, client, scope or family.scope, True, now)
+        db.session.commit()
+        return issued
+
+    def family(self, family_id: str | None) -> TokenFamily | None:
+        return db.session.get(TokenFamily, family_id) if family_id else None
+
+    # -- revocation and validation --------------------------------------------------------
+
+    def revoke_family(self, family_id: str, reason: str) -> None:
+        now = utcnow()
+        db.session.execute(
+            update(TokenFamily)
+            .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
+            .values(revoked_at=now, revoke_reason=reason)
+        )
+        db.session.execute(
+            update(AccessToken)
+            .where(AccessToken.family_id == family_id, AccessToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+    def revoke_access_token(self, jti: str) -> None:
+        db.session.execute(
+            update(AccessToken).where(AccessToken.jti == jti, AccessToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+        )
+
+    def decode_access_token(self, token: str) -> dict | None:
+        """Our signature, our issuer, the access-token type, not expired; None otherwise."""
+        try:
+            _, claims = self._keys.ring().verify(token, typ=ACCESS_TOKEN_TYPE)
+        except InvalidJWT:
+            return None
+        now = _epoch(utcnow())
+        exp = claims.get("exp")
+        if claims.get("iss") != self._settings.issuer or not isinstance(exp, int) or exp <= now:
+            return None
+        if not isinstance(claims.get("jti"), str):
+            return None
+        return claims
+
+    def active_access_token(self, token: str) -> ActiveAccessToken | None:
+        """Valid and not revoked: the database row is the truth, shared by every instance."""
+        claims = self.decode_access_token(token)
+        if claims is None:
+            return None
+        row = db.session.get(AccessToken, claims["jti"])
+        if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+            return None
+        return ActiveAccessToken(row.jti, row.client_id, row.user_id, row.session_id, row.scope, claims)
+
+    def find_access_token_row(self, token: str) -> AccessToken | None:
+        claims = self.decode_access_token(token)
+        return db.session.get(AccessToken, claims["jti"]) if claims else None
+

@@ -1,0 +1,172 @@
+"""Server-side sessions: one per sign-in on a browser or app; revocable everywhere at once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from blinker import signal
+from sqlalchemy import select, update
+
+from idp.crypto.secrets import random_token, sha256_hex
+from idp.domain.auth_result import AuthResult
+from idp.extensions import db
+from idp.storage.models import AccessToken, BrowserSession, SessionClient, TokenFamily, utcnow
+
+# Sent after a session has ended and its tokens are revoked: (sender, session_id, user_id, client_ids, reason).
+session_ended = signal("idp.session-ended")
+
+
+class Sessions:
+    def __init__(self, settings):
+        self._settings = settings
+
+    def start(
+        self,
+        result_user_id: str,
+        amr,
+        acr: str,
+        auth_time: datetime,
+        ip: str | None,
+        user_agent: str | None,
+        previous: BrowserSession | None = None,
+        app_version: str | None = None,
+    ) -> tuple[BrowserSession, str]:
+        """Record a completed sign-in. The cookie secret is always new (no fixation).
+
+        The same person signing in again on the same browser keeps the session (so its
+        relying apps keep their `sid`) with a fresh secret and authentication time.
+        """
+        token = random_token(32)
+        now = utcnow()
+        if previous is not None and previous.user_id == result_user_id and previous.ended_at is None:
+            session = previous
+            session.token_hash = sha256_hex(token)
+            session.auth_time = auth_time
+            session.amr = list(amr)
+            session.acr = acr
+            session.last_active_at = now
+            session.ip = ip
+            session.user_agent = user_agent
+        else:
+            if previous is not None and previous.ended_at is None:
+                self._mark_ended(previous, "signed_in_as_other_user", now)
+            session = BrowserSession(
+                token_hash=sha256_hex(token),
+                user_id=result_user_id,
+                created_at=now,
+                last_active_at=now,
+                expires_at=now + timedelta(seconds=self._settings.session_absolute_ttl),
+                auth_time=auth_time,
+                amr=list(amr),
+                acr=acr,
+                ip=ip,
+                user_agent=(user_agent or "")[:1000] or None,
+                app_version=app_version,
+            )
+            db.session.add(session)
+        db.session.commit()
+        return session, token
+
+    def from_cookie(self, token: str | None) -> BrowserSession | None:
+        if not token or not isinstance(token, str) or len(token) > 100:
+            return None
+        session = db.session.scalar(select(BrowserSession).where(BrowserSession.token_hash == sha256_hex(token)))
+        if session is None or session.ended_at is not None:
+            return None
+        if self.is_expired(session):
+            self.end(session.id, "expired")
+            return None
+        return session
+
+    def get(self, session_id: str) -> BrowserSession | None:
+        return db.session.get(BrowserSession, session_id)
+
+    def is_expired(self, session: BrowserSession, now: datetime | None = None) -> bool:
+        now = now or utcnow()
+        idle_limit = session.last_active_at + timedelta(seconds=self._settings.session_idle_ttl)
+        return now >= session.expires_at or now >= idle_limit
+
+    def touch(self, session: BrowserSession) -> None:
+        """Record activity, at most once per interval: a write per page view would cost more than it tells."""
+        now = utcnow()
+        if (now - session.last_active_at).total_seconds() >= self._settings.session_touch_interval:
+            db.session.execute(
+                update(BrowserSession).where(BrowserSession.id == session.id).values(last_active_at=now)
+            )
+            db.session.commit()
+
+    def touch_by_id(self, session_id: str | None) -> None:
+        if not session_id:
+            return
+        threshold = utcnow() - timedelta(seconds=self._settings.session_touch_interval)
+        result = db.session.execute(
+            update(BrowserSession)
+            .where(
+                BrowserSession.id == session_id,
+                BrowserSession.ended_at.is_(None),
+                BrowserSession.last_active_at < threshold,
+            )
+            .values(last_active_at=utcnow())
+        )
+        if result.rowcount:
+            db.session.commit()
+
+    def add_client(self, session_id: str, client_id: str) -> None:
+        link = db.session.get(SessionClient, (session_id, client_id))
+        if link is None:
+            db.session.add(SessionClient(session_id=session_id, client_id=client_id))
+        else:
+            link.last_seen_at = utcnow()
+        db.session.commit()
+
+    def client_ids(self, session_id: str) -> list[str]:
+        return list(db.session.scalars(select(SessionClient.client_id).where(SessionClient.session_id == session_id)))
+
+    def is_active(self, session_id: str) -> bool:
+        session = self.get(session_id)
+        return session is not None and session.ended_at is None and not self.is_expired(session)
+
+    def end(self, session_id: str, reason: str) -> bool:
+        """End a session and revoke every token issued through it. Returns False if it had already ended."""
+        session = db.session.get(BrowserSession, session_id, with_for_update=True)
+        if session is None or session.ended_at is not None:
+            db.session.rollback()
+            return False
+        self._mark_ended(session, reason, utcnow())
+        user_id = session.user_id
+        db.session.commit()
+        session_ended.send(self, session_id=session_id, user_id=user_id, reason=reason)
+        return True
+
+    def _mark_ended(self, session: BrowserSession, reason: str, now: datetime) -> None:
+        session.ended_at = now
+        session.end_reason = reason
+        db.session.execute(
+            update(TokenFamily)
+            .where(TokenFamily.session_id == session.id, TokenFamily.revoked_at.is_(None))
+            .values(revoked_at=now, revoke_reason="session_ended")
+        )
+        db.session.execute(
+            update(AccessToken)
+            .where(AccessToken.session_id == session.id, AccessToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+    def active_for_user(self, user_id: str) -> list[BrowserSession]:
+        rows = db.session.scalars(
+            select(BrowserSession)
+            .where(BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))
+            .order_by(BrowserSession.last_active_at.desc())
+        ).all()
+        return [s for s in rows if not self.is_expired(s)]
+
+
+def auth_result_for(session: BrowserSession, remember_device: bool = False) -> AuthResult:
+    return AuthResult(
+        user_id=session.user_id,
+        amr=tuple(session.amr or ()),
+        acr=session.acr,
+        auth_time=int(session.auth_time.astimezone(timezone.utc).timestamp()),
+        session_id=session.id,
+        remember_device=remember_device,
+    )

@@ -1,0 +1,193 @@
+"""Typed settings from the environment (and an optional file under config/).
+
+Every lifetime and threshold lives here, each with the reason for its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used; the message says which and why."""
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    issuer: str = "http://localhost:5000"
+    instance_dir: Path = field(default_factory=lambda: Path("instance").resolve())
+    database_url: str = ""
+    redis_url: str | None = None
+    secret_key: str = ""
+    mail_url: str = ""
+    mail_from: str = "idp@localhost"
+    sms_webhook_url: str | None = None
+    signup_enabled: bool = False
+    product_name: str = "idp"
+    # Number of reverse proxies in front (X-Forwarded-For hops to trust for the client IP).
+    proxy_hops: int = 0
+
+    # RFC 6749 §4.1.2 recommends at most 10 minutes; a browser round-trip needs seconds.
+    authorization_code_ttl: int = 60
+    # Short-lived access tokens bound revocation lag for resource servers that verify offline.
+    access_token_ttl: int = 600
+    id_token_ttl: int = 3600
+    # RFC 9700 §4.14.2: refresh tokens expire after inactivity and have an absolute limit (ASVS 10.4.8).
+    refresh_token_idle_ttl: int = 14 * 24 * 3600
+    refresh_token_absolute_ttl: int = 90 * 24 * 3600
+    # A session lives while its browser or app uses it (refreshes count) and ends after this much
+    # idleness, or at the absolute limit, whichever comes first.
+    session_idle_ttl: int = 14 * 24 * 3600
+    session_absolute_ttl: int = 90 * 24 * 3600
+    # NIST SP 800-63B §4.2.3 (AAL2): a sign-in older than 12 hours no longer satisfies a new
+    # authorization request; the person signs in again (the session and its apps stay).
+    sso_max_age: int = 12 * 3600
+    # Writing last-active on every request would turn each page view into a database write.
+    session_touch_interval: int = 60
+    # A half-finished sign-in or authorization request is kept this long.
+    login_flow_ttl: int = 15 * 60
+    # Password throttling: NIST SP 800-63B §5.2.2 caps consecutive failures at 100; we slow far earlier.
+    password_failures_per_account: int = 10
+    password_failure_window: int = 15 * 60
+    # Generous per-IP limit so an office behind one NAT address is not locked out together.
+    password_failures_per_ip: int = 100
+    # Second-factor attempt limits (SPEC §6.3).
+    code_failures_per_ip: int = 3
+    code_ip_block_seconds: int = 10 * 60
+    code_failures_per_account: int = 4
+    otp_code_ttl: int = 60
+    otp_resend_cooldown: int = 30
+    trusted_device_ttl: int = 30 * 24 * 3600
+    reauth_max_age: int = 5 * 60
+    # argon2id: OWASP minimum is m=19 MiB, t=2, p=1; we use 19 MiB, t=2, p=1 to keep sign-in fast
+    # on small servers. Hashes made with other parameters are rehashed at the next sign-in.
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19 * 1024
+    argon2_parallelism: int = 1
+    default_signing_alg: str = "ES256"
+    # Old public keys stay in JWKS until every token signed with them has expired.
+    retired_key_grace: int = 24 * 3600
+
+    @property
+    def is_https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    @property
+    def rp_id(self) -> str:
+        return urlsplit(self.issuer).hostname or "localhost"
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_ENV_KEYS = {
+    "IDP_ISSUER": "issuer",
+    "IDP_DATABASE_URL": "database_url",
+    "IDP_REDIS_URL": "redis_url",
+    "IDP_SECRET_KEY": "secret_key",
+    "IDP_INSTANCE_DIR": "instance_dir",
+    "IDP_MAIL_URL": "mail_url",
+    "IDP_MAIL_FROM": "mail_from",
+    "IDP_SMS_WEBHOOK_URL": "sms_webhook_url",
+    "IDP_SIGNUP_ENABLED": "signup_enabled",
+    "IDP_PRODUCT_NAME": "product_name",
+}
+_INT_FIELDS = {f.name for f in dataclasses.fields(Settings) if f.type in ("int", int)}
+
+
+def _coerce(name: str, raw) -> object:
+    if name == "instance_dir":
+        return Path(str(raw)).expanduser().resolve()
+    if name == "signup_enabled":
+        return raw if isinstance(raw, bool) else _bool(str(raw))
+    if name in _INT_FIELDS:
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    return str(raw) if raw is not None else None
+
+
+def _read_config_file(environ) -> dict:
+    path = environ.get("IDP_CONFIG_FILE") or str(PROJECT_ROOT / "config" / "idp.toml")
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    with p.open("rb") as fh:
+        data = tomllib.load(fh)
+    return {k.upper(): v for k, v in data.items()}
+
+
+def load_settings(environ=None, **overrides) -> Settings:
+    """Settings from config/idp.toml, then the environment, then explicit overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict = {}
+    file_values = _read_config_file(environ)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    for source in (file_values, environ):
+        for key, raw in source.items():
+            if key in _ENV_KEYS:
+                values[_ENV_KEYS[key]] = raw
+            elif key.startswith("IDP_") and key[4:].lower() in known:
+                values[key[4:].lower()] = raw
+    values.update(overrides)
+    values = {k: _coerce(k, v) for k, v in values.items() if v not in ("", None) or k == "redis_url"}
+    settings = Settings(**values)
+    return _complete(settings)
+
+
+def _complete(settings: Settings) -> Settings:
+    """Fill the defaults that depend on the instance folder, and check what is set."""
+    issuer = settings.issuer.rstrip("/")
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise SettingsError(f"IDP_ISSUER must be an http(s) URL without query or fragment, got {issuer!r}")
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        raise SettingsError("IDP_ISSUER must use https unless it is a loopback address")
+    instance = settings.instance_dir
+    database_url = settings.database_url or f"sqlite:///{instance / 'idp.sqlite3'}"
+    mail_url = settings.mail_url or f"file://{instance / 'mail'}"
+    secret_key = settings.secret_key or _instance_secret(instance)
+    if settings.default_signing_alg not in ("ES256", "RS256"):
+        raise SettingsError("default_signing_alg must be ES256 or RS256")
+    return settings.replace(
+        issuer=issuer,
+        database_url=database_url,
+        mail_url=mail_url,
+        secret_key=secret_key,
+        redis_url=settings.redis_url or None,
+    )
+
+
+def _instance_secret(instance: Path) -> str:
+    """A secret generated once and kept in the instance folder, so restarts keep cookies valid."""
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value

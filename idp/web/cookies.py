@@ -1,0 +1,31 @@
+"""The session cookie: HttpOnly, SameSite=Lax, Secure and __Host- prefixed when the issuer is https."""
+
+from __future__ import annotations
+
+from flask import current_app, request
+
+
+def session_cookie_name() -> str:
+    return "__Host-idp_session" if current_app.extensions["idp"].settings.is_https else "idp_session"
+
+
+def read_session_cookie() -> str | None:
+    return request.cookies.get(session_cookie_name())
+
+
+def set_session_cookie(response, token: str, max_age: int) -> None:
+    settings = current_app.extensions["idp"].settings
+    response.set_cookie(
+        session_cookie_name(),
+        token,
+        max_age=max_age,
+        path="/",
+        secure=settings.is_https,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def clear_session_cookie(response) -> None:
+    settings = current_app.extensions["idp"].settings
+    response.delete_cookie(session_cookie_name(), path="/", secure=settings.is_https, httponly=True, samesite="Lax")
