@@ -56,7 +56,7 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
-    app.extensions["idp"] = Services.build(settings, create_store(settings.redis_url))
+    app.extensions["idp"] = Services.build(settings, create_store(settings.redis_url, settings.redis_prefix))
     if settings.uses_embedded_database:
         _sqlite_pragmas(app)
 

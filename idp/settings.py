@@ -30,6 +30,8 @@ class Settings:
     instance_dir: Path = field(default_factory=lambda: Path("instance").resolve())
     database_url: str = ""
     redis_url: str | None = None
+    # Lets several deployments (or test runs) share one Redis without seeing each other's keys.
+    redis_prefix: str = "idp:"
     secret_key: str = ""
     mail_url: str = ""
     mail_from: str = "idp@localhost"
@@ -100,6 +102,7 @@ _ENV_KEYS = {
     "IDP_ISSUER": "issuer",
     "IDP_DATABASE_URL": "database_url",
     "IDP_REDIS_URL": "redis_url",
+    "IDP_REDIS_PREFIX": "redis_prefix",
     "IDP_SECRET_KEY": "secret_key",
     "IDP_INSTANCE_DIR": "instance_dir",
     "IDP_MAIL_URL": "mail_url",

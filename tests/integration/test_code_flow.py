@@ -1,0 +1,95 @@
+"""The whole code flow on both backends: they must behave the same."""
+
+from __future__ import annotations
+
+import json
+
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from idp.oidc.claims import half_hash
+from tests.support import query_of, token_request
+
+
+def _verify(app, token: str) -> tuple[dict, dict]:
+    keys = KeySet.import_key_set(json.loads(app.test_client().get("/jwks").data))
+    decoded = jwt.decode(token, keys, algorithms=["ES256", "RS256"])
+    return decoded.header, decoded.claims
+
+
+def test_sign_in_code_exchange_userinfo_refresh_revoke(app, rp, user, browser):
+    result = browser.login_and_get_code(rp, "alice@example.com")
+    assert result["state"] == browser.sent["state"]
+    assert result["iss"] == "http://localhost:5000"
+    assert len(result["code"]) >= 40
+
+    response = browser.exchange(rp, result["code"])
+    assert response.status_code == 200, response.json
+    assert response.headers["Cache-Control"] == "no-store"
+    tokens = response.json
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] > 0 and tokens["refresh_token"]
+
+    header, claims = _verify(app, tokens["id_token"])
+    assert header["alg"] == "ES256" and header["kid"]
+    assert claims["iss"] == "http://localhost:5000"
+    assert claims["aud"] == rp["client_id"] and claims["sub"] == user.id
+    assert claims["nonce"] == browser.sent["nonce"]
+    assert claims["amr"] == ["pwd"] and claims["acr"] == "urn:idp:acr:1fa"
+    assert claims["sid"] and claims["auth_time"] <= claims["iat"] < claims["exp"]
+    assert claims["at_hash"] == half_hash(tokens["access_token"], "ES256")
+    assert "email" not in claims, "profile data belongs in UserInfo, not the ID token"
+
+    at_header, at_claims = _verify(app, tokens["access_token"])
+    assert at_header["typ"] == "at+jwt" and at_claims["sid"] == claims["sid"]
+
+    userinfo = app.test_client().get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert userinfo.status_code == 200
+    assert userinfo.json == {"sub": user.id, "name": "Alice", "updated_at": userinfo.json["updated_at"],
+                             "email": "alice@example.com", "email_verified": True}
+
+    refreshed = token_request(app.test_client(), rp, {"grant_type": "refresh_token",
+                                                      "refresh_token": tokens["refresh_token"]}, auth="post")
+    assert refreshed.status_code == 200, refreshed.json
+    assert refreshed.json["refresh_token"] != tokens["refresh_token"]
+
+    introspect = token_request(app.test_client(), rp, {"token": refreshed.json["access_token"]},
+                               path="/introspect")
+    assert introspect.json["active"] is True and introspect.json["sub"] == user.id
+    assert introspect.json["client_id"] == rp["client_id"] and introspect.json["sid"] == claims["sid"]
+
+    revoked = token_request(app.test_client(), rp, {"token": refreshed.json["refresh_token"],
+                                                    "token_type_hint": "refresh_token"}, path="/revoke")
+    assert revoked.status_code == 200
+    after = token_request(app.test_client(), rp, {"token": refreshed.json["access_token"]}, path="/introspect")
+    assert after.json == {"active": False}, "revoking the refresh token ends its grant's access tokens"
+
+
+def test_public_client_with_pkce_and_no_secret(app, public_rp, user, browser):
+    result = browser.login_and_get_code(public_rp, "alice@example.com")
+    response = browser.exchange(public_rp, result["code"], auth="none")
+    assert response.status_code == 200, response.json
+    assert "id_token" in response.json
+
+
+def test_existing_session_gives_code_without_ui_and_same_auth_time(app, rp, user, browser):
+    first = browser.login_and_get_code(rp, "alice@example.com")
+    first_claims = _verify(app, browser.exchange(rp, first["code"]).json["id_token"])[1]
+    second = browser.authorize(rp, prompt="none")
+    assert second.status_code == 302
+    code = query_of(second.headers["Location"])["code"]
+    claims = _verify(app, browser.exchange(rp, code).json["id_token"])[1]
+    assert claims["sub"] == first_claims["sub"] and claims["auth_time"] == first_claims["auth_time"]
+    assert claims["sid"] == first_claims["sid"]
+
+
+def test_client_credentials_issues_jwt_access_token(app, svc):
+    client, secret = svc.clients.create(name="Monitoring station", grant_types=["client_credentials"],
+                                        scope="admin")
+    rp = {"client_id": client.client_id, "client_secret": secret}
+    response = token_request(app.test_client(), rp, {"grant_type": "client_credentials"})
+    assert response.status_code == 200, response.json
+    assert "refresh_token" not in response.json and response.json["scope"] == "admin"
+    _, claims = _verify(app, response.json["access_token"])
+    assert claims["sub"] == client.client_id and claims["client_id"] == client.client_id
+    introspect = token_request(app.test_client(), rp, {"token": response.json["access_token"]}, path="/introspect")
+    assert introspect.json["active"] is True
