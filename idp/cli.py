@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import secrets
 import sys
 
 import click
 
 from idp.domain.errors import DomainError
-from idp.settings import SettingsError, load_settings
+from idp.settings import Settings, SettingsError, load_settings
 
 
 def _emit(obj: dict) -> None:
@@ -102,6 +104,10 @@ def serve(host, port, workers, threads):
             "The in-process store would let each worker keep its own login flows and attempt counters.",
             2,
         )
+    if settings.issuer == Settings.issuer and port != 5000:
+        # A newcomer trying another port still gets working URLs in discovery and redirects.
+        os.environ["IDP_ISSUER"] = f"http://localhost:{port}"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = _ready_app()
     if settings.uses_embedded_database:
         _first_start(app)
