@@ -112,6 +112,9 @@ _ENV_KEYS = {
     "IDP_PRODUCT_NAME": "product_name",
 }
 _INT_FIELDS = {f.name for f in dataclasses.fields(Settings) if f.type in ("int", int)}
+# Zero means "none" for these; for every other number zero cannot work (a zero TTL is refused by the
+# store, a zero limit locks everyone out), so it is refused at start-up rather than at the first sign-in.
+_MAY_BE_ZERO = {"proxy_hops", "session_touch_interval"}
 
 
 def _coerce(name: str, raw) -> object:
@@ -120,10 +123,17 @@ def _coerce(name: str, raw) -> object:
     if name == "signup_enabled":
         return raw if isinstance(raw, bool) else _bool(str(raw))
     if name in _INT_FIELDS:
+        # int() would quietly turn a TOML 1.5 into 1 and true into 1.
+        if isinstance(raw, (bool, float)):
+            raise SettingsError(f"{name} must be a whole number, got {raw!r}")
         try:
-            return int(raw)
+            value = int(raw)
         except (TypeError, ValueError):
             raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        lowest = 0 if name in _MAY_BE_ZERO else 1
+        if value < lowest:
+            raise SettingsError(f"{name} must be at least {lowest}, got {value}")
+        return value
     return str(raw) if raw is not None else None
 
 
@@ -159,8 +169,13 @@ def _complete(settings: Settings) -> Settings:
     """Fill the defaults that depend on the instance folder, and check what is set."""
     issuer = settings.issuer.rstrip("/")
     parts = urlsplit(issuer)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise SettingsError(f"IDP_ISSUER must be an http(s) URL without query or fragment, got {issuer!r}")
+    # OIDC Discovery §3: the issuer has no query or fragment; an empty "?" or "#", or user:password@,
+    # would end up inside every endpoint URL built from it.
+    if (parts.scheme not in ("http", "https") or not parts.hostname or "?" in issuer or "#" in issuer
+            or parts.username is not None or parts.password is not None):
+        raise SettingsError(
+            f"IDP_ISSUER must be an http(s) URL without credentials, query or fragment, got {issuer!r}"
+        )
     if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
         raise SettingsError("IDP_ISSUER must use https unless it is a loopback address")
     instance = settings.instance_dir

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from flask.testing import FlaskClient
 
 PASSWORD = "correct horse battery staple"
 
@@ -101,3 +104,77 @@ def token_request(client, rp: dict, data: dict, auth: str = "basic", path: str =
     else:
         data = {**data, "client_id": rp["client_id"]}
     return client.post(path, data=data, headers=headers)
+
+
+# -- helpers for the negative protocol tests ------------------------------------------------
+
+ISSUER = "http://localhost:5000"
+SESSION_COOKIE = "idp_session"  # the issuer is plain http in tests, so no __Host- prefix
+# RFC 6749 §4.1.2.1 and §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E only.
+LEGAL_ERROR_TEXT = re.compile(r"^[\x20-\x21\x23-\x5B\x5D-\x7E]*$")
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def jwt_payload(token: str) -> dict:
+    """The claims of a compact JWT, unverified (the happy-path tests check signatures)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def assert_error_page(response, case=None) -> None:
+    """Our own error page: the redirect target is not trusted, so the browser stays here."""
+    assert response.status_code == 400, (case, response.status_code, response.headers.get("Location"))
+    assert "Location" not in response.headers, case
+    assert response.mimetype == "text/html", case
+
+
+def error_redirect(response, rp: dict, error: str, case=None) -> dict:
+    """An RFC 6749 §4.1.2.1 error sent back to the registered redirect URI, with RFC 9207 `iss`."""
+    assert response.status_code == 302, (case, response.status_code, response.get_data(as_text=True)[:300])
+    location = response.headers["Location"]
+    assert location.startswith(rp["redirect_uri"] + "?"), (case, location)
+    query = query_of(location)
+    assert query.get("error") == error, (case, query)
+    assert query.get("iss") == ISSUER, (case, query)
+    assert "code" not in query, case
+    assert LEGAL_ERROR_TEXT.match(query.get("error_description", "")), (case, query)
+    return query
+
+
+def oauth_error(response, status: int, error: str) -> dict:
+    """A JSON token-endpoint style error (RFC 6749 §5.2) that must never be cached."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True)[:300])
+    assert response.mimetype == "application/json"
+    assert response.headers.get("Cache-Control") == "no-store"
+    body = response.json
+    assert body["error"] == error, body
+    assert LEGAL_ERROR_TEXT.match(body.get("error_description", "")), body
+    return body
+
+
+def introspect(client, rp: dict, token: str, **extra):
+    return token_request(client, rp, {"token": token, **extra}, path="/introspect")
+
+
+def revoke(client, rp: dict, token: str, **extra):
+    return token_request(client, rp, {"token": token, **extra}, path="/revoke")
+
+
+def refresh(client, rp: dict, refresh_token: str, auth: str = "basic", **extra):
+    return token_request(client, rp, {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}, auth)
+
+
+class IsolatedClient(FlaskClient):
+    """A test client whose every request gets its own application context, as in production.
+
+    Fixtures such as `svc` keep an app context open for the whole test, and Flask reuses an active
+    context for requests: `g` would then carry the CSRF token and the cached current session from
+    one request (or one browser) to the next. Use with `app.test_client_class = IsolatedClient`.
+    """
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)

@@ -270,7 +270,16 @@ def _find_refresh_token(svc, token: str) -> TokenRef | None:
     return TokenRef("refresh_token", family.client_id, active, info, revoke)
 
 
-class Revocation(RevocationEndpoint):
+class IgnoreUnknownHint:
+    """RFC 7009 §2.1 and RFC 7662 §2.1: the hint only orders the lookup and may be ignored. Authlib
+    answers an unknown hint with 401 unsupported_token_type, a status reserved for client auth."""
+
+    def check_params(self, request, client):
+        if "token" not in request.form:
+            raise InvalidRequestError("Missing 'token'.")
+
+
+class Revocation(IgnoreUnknownHint, RevocationEndpoint):
     CLIENT_AUTH_METHODS = ALL_AUTH_METHODS
 
     def query_token(self, token_string, token_type_hint):
@@ -281,7 +290,7 @@ class Revocation(RevocationEndpoint):
         db.session.commit()
 
 
-class Introspection(IntrospectionEndpoint):
+class Introspection(IgnoreUnknownHint, IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = SECRET_AUTH_METHODS
 
     def query_token(self, token_string, token_type_hint):

@@ -27,7 +27,10 @@ _TITLES = {
 
 
 def wants_json() -> bool:
-    return request.path.startswith(_JSON_PREFIXES)
+    if request.path.startswith(_JSON_PREFIXES):
+        return True
+    # A page's own script (static/webauthn.js) asks for JSON explicitly; a navigation never prefers it.
+    return request.accept_mimetypes.best_match(("text/html", "application/json")) == "application/json"
 
 
 def error_response(status: int, message: str, error: str | None = None, title: str | None = None):
@@ -76,7 +79,12 @@ def init_app(app) -> None:
             405: "This address does not accept that kind of request.",
             413: "The request was larger than this server accepts.",
         }.get(exc.code, "The request could not be processed.")
-        return error_response(exc.code or 400, message)
+        response = app.make_response(error_response(exc.code or 400, message))
+        # Keep what the exception says besides its body, e.g. the Allow header a 405 must carry (RFC 9110 §15.5.6).
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

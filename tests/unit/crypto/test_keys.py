@@ -1,0 +1,174 @@
+"""Signing keys: sign and verify our own JWTs, refuse everything else, publish only public parts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+from joserfc import jws, jwt
+from joserfc.jwk import ECKey
+
+from idp.crypto.keys import InvalidJWT, KeyRing, generate_key
+
+CLAIMS = {"iss": "http://localhost:5000", "sub": "user-1", "aud": "client-1", "iat": 1700000000}
+PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+
+@pytest.fixture(scope="module")
+def es():
+    return generate_key("ES256")
+
+
+@pytest.fixture(scope="module")
+def rs():
+    return generate_key("RS256")
+
+
+@pytest.fixture(scope="module")
+def ring(es, rs):
+    return KeyRing(active=[es, rs], published=[es, rs])
+
+
+@pytest.fixture(scope="module")
+def foreign():
+    other = generate_key("ES256")
+    return KeyRing(active=[other], published=[other])
+
+
+def _b64(data: dict | bytes) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("alg, kty", [("ES256", "EC"), ("RS256", "RSA")])
+def test_generate_key(alg, kty):
+    material = generate_key(alg)
+    assert material.alg == alg and len(material.kid) >= 16
+    public = json.loads(material.public_jwk)
+    private = json.loads(material.private_jwk)
+    assert public["kty"] == kty and public["kid"] == material.kid
+    assert public["alg"] == alg and public["use"] == "sig"
+    assert "d" in private and not PRIVATE_MEMBERS & public.keys()
+
+
+def test_generated_kids_differ():
+    assert generate_key("ES256").kid != generate_key("ES256").kid
+
+
+@pytest.mark.parametrize("alg", ["HS256", "none", "ES512", "PS256", ""])
+def test_generate_refuses_other_algorithms(alg):
+    with pytest.raises(ValueError):
+        generate_key(alg)
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_sign_verify_round_trip(ring, es, rs, alg):
+    token = ring.sign(CLAIMS, alg)
+    header, claims = ring.verify(token)
+    assert claims == CLAIMS
+    assert header == {"alg": alg, "kid": (es if alg == "ES256" else rs).kid, "typ": "JWT"}
+
+
+def test_sign_with_explicit_typ_and_verify_requires_it(ring):
+    token = ring.sign(CLAIMS, "ES256", typ="at+jwt")
+    assert ring.verify(token, typ="at+jwt")[0]["typ"] == "at+jwt"
+    with pytest.raises(InvalidJWT):
+        ring.verify(token, typ="logout+jwt")
+
+
+def test_verify_refuses_the_wrong_typ(ring):
+    id_token = ring.sign(CLAIMS, "ES256")
+    with pytest.raises(InvalidJWT, match="type"):
+        ring.verify(id_token, typ="at+jwt")
+
+
+def test_sign_without_active_key_for_alg(es):
+    only_es = KeyRing(active=[es], published=[es])
+    assert only_es.has("ES256") and not only_es.has("RS256")
+    with pytest.raises(LookupError):
+        only_es.sign(CLAIMS, "RS256")
+
+
+def test_retired_published_key_still_verifies(es, rs):
+    old_ring = KeyRing(active=[es], published=[es])
+    token = old_ring.sign(CLAIMS, "ES256")
+    fresh = generate_key("ES256")
+    rotated = KeyRing(active=[fresh], published=[fresh, es])
+    assert rotated.verify(token)[1] == CLAIMS
+    unpublished = KeyRing(active=[fresh], published=[fresh])
+    with pytest.raises(InvalidJWT):
+        unpublished.verify(token)
+
+
+def test_verify_rejects_token_from_a_foreign_key(ring, foreign):
+    with pytest.raises(InvalidJWT):
+        ring.verify(foreign.sign(CLAIMS, "ES256"))
+
+
+def test_verify_rejects_foreign_key_claiming_our_kid(ring, es):
+    impostor = ECKey.generate_key("P-256", private=True)
+    token = jwt.encode({"alg": "ES256", "kid": es.kid, "typ": "JWT"}, CLAIMS, impostor, algorithms=["ES256"])
+    with pytest.raises(InvalidJWT):
+        ring.verify(token)
+
+
+def test_verify_rejects_tampered_claims(ring):
+    header, _, signature = ring.sign(CLAIMS, "ES256").split(".")
+    forged = ".".join([header, _b64({**CLAIMS, "sub": "admin"}), signature])
+    with pytest.raises(InvalidJWT):
+        ring.verify(forged)
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+def test_verify_rejects_alg_none(ring, es, alg):
+    for signature in ("", _b64(b"x")):
+        token = ".".join([_b64({"alg": alg, "kid": es.kid, "typ": "JWT"}), _b64(CLAIMS), signature])
+        with pytest.raises(InvalidJWT):
+            ring.verify(token)
+
+
+def test_verify_rejects_hs256_signed_with_our_public_key(ring, rs):
+    # Algorithm confusion: the public JWK is known to everyone, so it must never serve as an HMAC secret.
+    signing_input = _b64({"alg": "HS256", "kid": rs.kid, "typ": "JWT"}) + "." + _b64(CLAIMS)
+    for secret in (rs.public_jwk.encode(), ring.jwks_bytes):
+        mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+        with pytest.raises(InvalidJWT):
+            ring.verify(signing_input + "." + _b64(mac))
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ["", "a.b.c", "..", "not-a-jwt", "a.b", "a.b.c.d", "eyJhbGciOiJFUzI1NiJ9.e30.", "%%%.%%%.%%%",
+     "x" * 20000 + ".a.b", None, 12345, b"a.b.c"],
+)
+def test_verify_rejects_garbage(ring, garbage):
+    with pytest.raises(InvalidJWT):
+        ring.verify(garbage)
+
+
+def test_verify_rejects_non_object_claims(ring, es):
+    # Signed with our own key, so only the claims check can refuse it.
+    key = ECKey.import_key(json.loads(es.private_jwk))
+    token = jws.serialize_compact({"alg": "ES256", "kid": es.kid, "typ": "JWT"}, b"[1,2,3]", key,
+                                  algorithms=["ES256"])
+    with pytest.raises(InvalidJWT):
+        ring.verify(token)
+
+
+def test_ring_without_published_keys_verifies_nothing(ring):
+    empty = KeyRing(active=[], published=[])
+    with pytest.raises(InvalidJWT):
+        empty.verify(ring.sign(CLAIMS, "ES256"))
+
+
+def test_jwks_holds_only_public_parts(ring, es, rs):
+    document = json.loads(ring.jwks_bytes)
+    assert set(document) == {"keys"}
+    assert {k["kid"] for k in document["keys"]} == {es.kid, rs.kid}
+    for key in document["keys"]:
+        assert not PRIVATE_MEMBERS & key.keys(), key
+        assert key["use"] == "sig" and key["alg"] in ("ES256", "RS256")
+    assert b'"d"' not in ring.jwks_bytes
