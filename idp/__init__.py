@@ -33,7 +33,9 @@ def _configure(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=settings.login_flow_ttl,
         WTF_CSRF_TIME_LIMIT=settings.login_flow_ttl,
-        WTF_CSRF_SSL_STRICT=settings.is_https,
+        # Referrer-Policy: no-referrer means browsers send no Referer to check; the per-session token
+        # and SameSite=Lax cookies carry the CSRF defence.
+        WTF_CSRF_SSL_STRICT=False,
         MAX_CONTENT_LENGTH=256 * 1024,
         MAX_FORM_MEMORY_SIZE=256 * 1024,
         JSON_SORT_KEYS=False,
@@ -77,17 +79,23 @@ def _sqlite_pragmas(app: Flask) -> None:
 
 
 def _register_rooms(app: Flask, settings: Settings) -> None:
-    from idp import account, login
+    from idp import account, api, login
     from idp.oidc import logout, metadata, token_views, views  # noqa: F401  (routes)
+    from idp.oidc.backchannel import init_backchannel
+    from idp.services.audit import record_session_end
+    from idp.services.sessions import session_ended
     from idp.oidc.blueprint import bp as oidc_bp
     from idp.oidc.server import create_server
     from idp.web import errors, headers
 
     app.extensions["idp_oauth"] = create_server(app)
     metadata.init_metadata(app, settings)
+    init_backchannel(app)
+    session_ended.connect(record_session_end)
     app.register_blueprint(oidc_bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)
+    app.register_blueprint(api.bp)
     errors.init_app(app)
     headers.init_app(app, settings)
     app.context_processor(lambda: {"product_name": settings.product_name})

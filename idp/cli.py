@@ -133,6 +133,25 @@ def _first_start(app) -> None:
                "sign_in_url": f"{issuer}/login"})
 
 
+@main.command()
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05, 60))
+def worker(interval):
+    """Deliver queued back-channel logout tokens, with retries, until stopped."""
+    import signal
+    import threading
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = _ready_app()
+    from idp.notify.delivery import BackgroundWorker
+
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    background = BackgroundWorker(app, interval).start()
+    stopped.wait()
+    background.stop()
+
+
 @main.group()
 def users():
     """Manage accounts."""

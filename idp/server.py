@@ -19,6 +19,14 @@ class _Gunicorn(BaseApplication):
         return self._app
 
 
+def _start_outbox_worker(worker):
+    """Each gunicorn worker drains the outbox too: deliveries need no separate process."""
+    from idp.notify.delivery import BackgroundWorker
+
+    app = worker.wsgi
+    app.extensions["idp_outbox_worker"] = BackgroundWorker(app).start()
+
+
 def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
     # Forked workers must not share the parent's database connections.
     from idp.extensions import db
@@ -37,5 +45,6 @@ def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
         "graceful_timeout": 10,
         "keepalive": 5,
         "forwarded_allow_ips": "*" if app.extensions["idp"].settings.proxy_hops else "127.0.0.1",
+        "post_worker_init": _start_outbox_worker,
     }
     _Gunicorn(app, options).run()

@@ -17,7 +17,7 @@ from idp import create_app
 from idp.cli import initialise
 from idp.extensions import db
 from idp.settings import load_settings
-from tests.support import OIDCBrowser
+from tests.support import IsolatedClient, OIDCBrowser
 
 PG_ADMIN_URL = os.environ.get("IDP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -89,20 +89,27 @@ def backend(request):
 
 @pytest.fixture
 def make_app(request, tmp_path, backend):
-    """Build an app on the chosen backend; keyword arguments override settings."""
+    """Build an app on the chosen backend; keyword arguments override settings.
+
+    On PostgreSQL each app gets a Redis key prefix of its own; pass another app's
+    `settings.redis_prefix` as `redis_prefix` to build a second instance sharing its store,
+    or a `redis_url` of your own (for example a closed port, to play Redis being down)."""
     created = []
 
     def build(**overrides):
         if backend == "postgres":
-            database_url = request.getfixturevalue("_pg_migrated")
-            redis_url = request.getfixturevalue("redis_url")
-            prefix = f"idp-test-{RUN_ID}-{secrets.token_hex(4)}:"
-            settings = _settings(tmp_path, database_url=database_url, redis_url=redis_url, redis_prefix=prefix,
-                                 **overrides)
+            backing = {
+                "database_url": request.getfixturevalue("_pg_migrated"),
+                "redis_url": request.getfixturevalue("redis_url"),
+                "redis_prefix": f"idp-test-{RUN_ID}-{secrets.token_hex(4)}:",
+            }
+            settings = _settings(tmp_path, **{**backing, **overrides})
         else:
             settings = _settings(tmp_path, **overrides)
         app = create_app(settings)
         app.config["TESTING"] = True
+        # Fixtures hold an app context open; each test-client request still gets its own, as in production.
+        app.test_client_class = IsolatedClient
         if backend == "embedded":
             initialise(app)
         else:
@@ -170,3 +177,19 @@ def public_rp(svc):
 @pytest.fixture
 def browser(app):
     return OIDCBrowser(app.test_client())
+
+
+@pytest.fixture
+def smtp_server():
+    from tests.receivers import SmtpServer
+
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def http_receiver():
+    from tests.receivers import HttpReceiver
+
+    with HttpReceiver() as receiver:
+        yield receiver

@@ -8,15 +8,15 @@ from idp.domain.acr import acr_for_amr
 from idp.domain.auth_result import AuthResult
 from idp.services import services
 from idp.storage.models import utcnow
-from idp.web.cookies import set_session_cookie
+from idp.web.cookies import set_device_cookie, set_session_cookie
 from idp.web.current import client_ip, current_session, forget_current_session, user_agent
 from idp.web.redirects import safe_next
 
 
-def finish_sign_in(user_id: str, amr: list[str], next_url: str | None):
+def finish_sign_in(user_id: str, amr: list[str], next_url: str | None, device_token: str | None = None):
     svc = services()
     previous, _ = current_session()
-    now = utcnow().replace(microsecond=0)
+    now = utcnow()
     session, token = svc.sessions.start(
         user_id,
         amr,
@@ -39,4 +39,6 @@ def finish_sign_in(user_id: str, amr: list[str], next_url: str | None):
     # 303: the browser must follow with GET and never re-post the credentials (RFC 9700 §4.12).
     response = redirect(safe_next(next_url), code=303)
     set_session_cookie(response, token, svc.settings.session_absolute_ttl)
+    if device_token:
+        set_device_cookie(response, device_token, svc.settings.trusted_device_ttl)
     return response, result

@@ -45,6 +45,8 @@ def discovery_document(issuer: str) -> dict:
         "ui_locales_supported": ["en"],
         "claims_locales_supported": ["en"],
         "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }
 
 

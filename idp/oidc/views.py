@@ -12,6 +12,8 @@ from werkzeug.datastructures import MultiDict
 from idp.crypto.secrets import random_token
 from idp.extensions import csrf, db
 from idp.oidc.authorize import (
+    MAX_PARAM_LENGTH,
+    SINGLE_VALUE_PARAMS,
     AuthorizationRequest,
     ErrorPage,
     RedirectError,
@@ -20,7 +22,7 @@ from idp.oidc.authorize import (
     safe_description,
 )
 from idp.oidc.blueprint import bp
-from idp.oidc.interaction import Need, decide
+from idp.oidc.interaction import Need, decide, required_acr
 from idp.services import services
 from idp.storage.models import Consent, utcnow
 from idp.web.current import current_session
@@ -78,23 +80,25 @@ def authorize_consent(pending_id: str):
 
 def _handle(values, pending_id: str | None, signed_in_after: datetime | None):
     svc = services()
+    session, user = current_session()
     try:
         authz = parse_authorization_request(values, svc.clients, svc.keys.ring())
-        session, user = current_session()
         consent = db.session.get(Consent, (user.id, authz.client.client_id)) if user else None
         need = decide(authz, session, consent, svc.settings.sso_max_age, signed_in_after)
     except ErrorPage as error:
         return _error_page(error.message)
     except RedirectError as error:
+        if session is None and "none" not in (values.get("prompt") or "").split():
+            # RFC 9700 §4.11.2: a registered redirect URI alone does not make it safe to bounce an
+            # anonymous visitor there (phishing via a bad scope); sign in first, the resumed request
+            # then fails the same way. Silent requests (prompt=none) promise no UI, so they answer now.
+            return _login_redirect(_save_pending(_failed_params(values), pending_id, utcnow()), None)
         return _error_redirect(error)
-    if need is Need.LOGIN:
-        pending_id = _save_pending(authz, pending_id, signed_in_after=utcnow().replace(microsecond=0))
-        return redirect(
-            url_for("login.sign_in", next=url_for("oidc.authorize_continue", pending_id=pending_id),
-                    login_hint=authz.login_hint)
-        )
+    if need in (Need.LOGIN, Need.STEP_UP):
+        return _login_redirect(_save_pending(authz.params, pending_id, utcnow()), authz.login_hint,
+                               acr=required_acr(authz), step_up=need is Need.STEP_UP)
     if need is Need.CONSENT:
-        pending_id = _save_pending(authz, pending_id, signed_in_after=signed_in_after)
+        pending_id = _save_pending(authz.params, pending_id, signed_in_after=signed_in_after)
         scopes = [(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in authz.scopes]
         return render_template("oidc/consent.html", client=authz.client, scopes=scopes, pending_id=pending_id,
                                user=user)
@@ -108,12 +112,16 @@ def _issue_code(authz: AuthorizationRequest, session):
     if authz.app_version and session.app_version != authz.app_version:
         session.app_version = authz.app_version
         db.session.commit()
+    scope = authz.scope
+    if "admin" in authz.scopes and not svc.accounts.get(session.user_id).is_admin:
+        # An admin-capable app used by someone who is not an administrator gets no admin rights.
+        scope = " ".join(s for s in authz.scopes if s != "admin")
     code = svc.grants.create_code(
         client_id=authz.client.client_id,
         user_id=session.user_id,
         session_id=session.id,
         redirect_uri=authz.redirect_uri,
-        scope=authz.scope,
+        scope=scope,
         nonce=authz.nonce,
         code_challenge=authz.code_challenge,
         code_challenge_method=authz.code_challenge_method,
@@ -132,11 +140,27 @@ def _pending_key(pending_id: str) -> str:
     return f"authz:{pending_id}"
 
 
-def _save_pending(authz: AuthorizationRequest, pending_id: str | None, signed_in_after: datetime | None) -> str:
+def _login_redirect(pending_id: str, login_hint: str | None, acr: str | None = None, step_up: bool = False):
+    next_url = url_for("oidc.authorize_continue", pending_id=pending_id)
+    return redirect(url_for("login.sign_in", next=next_url, login_hint=login_hint, acr=acr,
+                            step_up=1 if step_up else None))
+
+
+def _failed_params(values) -> dict:
+    """Enough of a refused request to refuse it again after sign-in: two copies still show a
+    repetition, one character past the limit still shows an oversized value."""
+    return {
+        name: [value[: MAX_PARAM_LENGTH + 1] for value in values.getlist(name)[:2]]
+        for name in SINGLE_VALUE_PARAMS
+        if name in values
+    }
+
+
+def _save_pending(params: dict, pending_id: str | None, signed_in_after: datetime | None) -> str:
     svc = services()
     pending_id = pending_id or random_token(24)
     data = {
-        "params": authz.params,
+        "params": params,
         "signed_in_after": signed_in_after.timestamp() if signed_in_after else None,
     }
     svc.store.set(_pending_key(pending_id), json.dumps(data), svc.settings.login_flow_ttl)

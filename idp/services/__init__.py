@@ -8,10 +8,19 @@ from flask import current_app
 
 from idp.crypto.passwords import Passwords
 from idp.services.accounts import Accounts
+from idp.services.audit import Audit
+from idp.notify.mail import create_mailer
+from idp.notify.sms import create_sms_sender
 from idp.services.clients import Clients
+from idp.services.devices import TrustedDevices
+from idp.services.factors import Factors
 from idp.services.grants import Grants
 from idp.services.keys import KeyService
+from idp.services.limits import CodeAttemptLimits
+from idp.services.lockouts import Lockouts
+from idp.services.notifications import Notifier
 from idp.services.sessions import Sessions
+from idp.services.webauthn import WebAuthnService
 from idp.settings import Settings
 from idp.storage.store import Store
 
@@ -26,11 +35,21 @@ class Services:
     clients: Clients
     sessions: Sessions
     grants: Grants
+    notifier: Notifier
+    factors: Factors
+    code_limits: CodeAttemptLimits
+    devices: TrustedDevices
+    lockouts: Lockouts
+    webauthn: WebAuthnService
+    audit: Audit
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
         keys = KeyService(settings)
+        notifier = Notifier(settings, create_mailer(settings.mail_url),
+                            create_sms_sender(settings.sms_webhook_url, settings.instance_dir))
+        sessions = Sessions(settings)
         return cls(
             settings=settings,
             store=store,
@@ -38,8 +57,15 @@ class Services:
             keys=keys,
             accounts=Accounts(settings, store, passwords),
             clients=Clients(settings),
-            sessions=Sessions(settings),
+            sessions=sessions,
             grants=Grants(settings, keys),
+            notifier=notifier,
+            factors=Factors(settings, store, notifier),
+            code_limits=CodeAttemptLimits(settings, store),
+            devices=TrustedDevices(settings),
+            lockouts=Lockouts(settings, store, sessions, notifier),
+            webauthn=WebAuthnService(settings, store),
+            audit=Audit(),
         )
 
 

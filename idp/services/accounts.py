@@ -96,6 +96,20 @@ class Accounts:
     def can_sign_in(self, user: User | None) -> bool:
         return user is not None and user.disabled_at is None and user.locked_at is None
 
+    def save(self, user: User) -> None:
+        db.session.commit()
+
+    def change_password(self, user: User, current: str, new: str, confirm: str) -> None:
+        """ASVS 6.2.3: the current password is required; the caller ends other sessions and trust."""
+        if not self._passwords.verify(user.password_hash, current or ""):
+            raise DomainError("Your current password is not right.")
+        if new != confirm:
+            raise DomainError("The new passwords do not match.")
+        check_password_policy(new, user.email)
+        user.password_hash = self._passwords.hash(new)
+        user.password_changed_at = utcnow()
+        db.session.commit()
+
     # -- password sign-in ---------------------------------------------------------------
 
     def _throttle_keys(self, email: str, ip: str | None) -> tuple[str, str]:

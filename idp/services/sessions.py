@@ -12,7 +12,7 @@ from idp.domain.auth_result import AuthResult
 from idp.extensions import db
 from idp.storage.models import AccessToken, BrowserSession, SessionClient, TokenFamily, utcnow
 
-# Sent after a session has ended and its tokens are revoked: (sender, session_id, user_id, client_ids, reason).
+# Sent after a session has ended and its tokens are revoked, with session_id, user_id, reason, actor_type, actor_id.
 session_ended = signal("idp.session-ended")
 
 
@@ -49,7 +49,7 @@ class Sessions:
             session.user_agent = user_agent
         else:
             if previous is not None and previous.ended_at is None:
-                self._mark_ended(previous, "signed_in_as_other_user", now)
+                self.end(previous.id, "signed_in_as_other_user", "user", result_user_id)
             session = BrowserSession(
                 token_hash=sha256_hex(token),
                 user_id=result_user_id,
@@ -126,7 +126,7 @@ class Sessions:
         session = self.get(session_id)
         return session is not None and session.ended_at is None and not self.is_expired(session)
 
-    def end(self, session_id: str, reason: str) -> bool:
+    def end(self, session_id: str, reason: str, actor_type: str = "system", actor_id: str | None = None) -> bool:
         """End a session and revoke every token issued through it. Returns False if it had already ended."""
         session = db.session.get(BrowserSession, session_id, with_for_update=True)
         if session is None or session.ended_at is not None:
@@ -135,7 +135,8 @@ class Sessions:
         self._mark_ended(session, reason, utcnow())
         user_id = session.user_id
         db.session.commit()
-        session_ended.send(self, session_id=session_id, user_id=user_id, reason=reason)
+        session_ended.send(self, session_id=session_id, user_id=user_id, reason=reason, actor_type=actor_type,
+                           actor_id=actor_id)
         return True
 
     def _mark_ended(self, session: BrowserSession, reason: str, now: datetime) -> None:
@@ -151,6 +152,15 @@ class Sessions:
             .where(AccessToken.session_id == session.id, AccessToken.revoked_at.is_(None))
             .values(revoked_at=now)
         )
+
+    def end_all_for_user(self, user_id: str, reason: str, except_session_id: str | None = None,
+                         actor_type: str = "system", actor_id: str | None = None) -> int:
+        """End every open session of the user (but one, when given); returns how many ended."""
+        ids = db.session.scalars(
+            select(BrowserSession.id).where(BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))
+        ).all()
+        return sum(self.end(session_id, reason, actor_type, actor_id) for session_id in ids
+                   if session_id != except_session_id)
 
     def active_for_user(self, user_id: str) -> list[BrowserSession]:
         rows = db.session.scalars(

@@ -29,3 +29,18 @@ def set_session_cookie(response, token: str, max_age: int) -> None:
 def clear_session_cookie(response) -> None:
     settings = current_app.extensions["idp"].settings
     response.delete_cookie(session_cookie_name(), path="/", secure=settings.is_https, httponly=True, samesite="Lax")
+
+
+def device_cookie_name() -> str:
+    return "__Host-idp_device" if current_app.extensions["idp"].settings.is_https else "idp_device"
+
+
+def read_device_cookie() -> str | None:
+    return request.cookies.get(device_cookie_name())
+
+
+def set_device_cookie(response, token: str, max_age: int) -> None:
+    """A persistent cookie: it proves a trusted browser, never a session (NIST SP 800-63B §7.2)."""
+    settings = current_app.extensions["idp"].settings
+    response.set_cookie(device_cookie_name(), token, max_age=max_age, path="/", secure=settings.is_https,
+                        httponly=True, samesite="Lax")

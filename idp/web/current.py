@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import request
 
 from idp.services import services
 from idp.web.cookies import read_session_cookie
+
+
+# Kept on the request itself: `g` outlives a request when an app context is already open.
+_KEY = "idp.current_session"
 
 
 def client_ip() -> str | None:
@@ -18,7 +22,7 @@ def user_agent() -> str | None:
 
 def current_session():
     """The active browser session and its user, or (None, None)."""
-    if "idp_current" not in g:
+    if _KEY not in request.environ:
         svc = services()
         session = svc.sessions.from_cookie(read_session_cookie())
         user = svc.accounts.get(session.user_id) if session else None
@@ -26,9 +30,9 @@ def current_session():
             session, user = None, None
         if session is not None:
             svc.sessions.touch(session)
-        g.idp_current = (session, user)
-    return g.idp_current
+        request.environ[_KEY] = (session, user)
+    return request.environ[_KEY]
 
 
 def forget_current_session() -> None:
-    g.pop("idp_current", None)
+    request.environ.pop(_KEY, None)

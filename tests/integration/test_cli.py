@@ -9,7 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from idp.cli import main
+from idp.settings import PROJECT_ROOT
 from tests.conftest import PG_ADMIN_URL, RUN_ID
+
+# Revisions are numbered files (0001_…, 0002_…); the newest is the head.
+HEAD_REVISION = sorted(p.name for p in (PROJECT_ROOT / "migrations" / "versions").glob("[0-9]*.py"))[-1][:4]
 
 
 @pytest.fixture
@@ -38,7 +42,7 @@ def _json(result) -> dict:
 
 def test_init_is_idempotent_and_creates_keys_once(run):
     first = _json(run("init"))
-    assert first["migrated_to"] == "0001" and len(first["keys_created"]) == 2
+    assert first["migrated_to"] == HEAD_REVISION and len(first["keys_created"]) == 2
     again = _json(run("init"))
     assert again["keys_created"] == []
 
@@ -128,7 +132,7 @@ def test_postgres_commands_require_init_and_init_migrates(run, redis_url):
         before = run("users", "create", "--email", "a@example.com", "--password", "a long passphrase here",
                      IDP_DATABASE_URL=url)
         assert before.exit_code == 2 and "idp init" in before.stderr
-        assert _json(run("init", IDP_DATABASE_URL=url))["migrated_to"] == "0001"
+        assert _json(run("init", IDP_DATABASE_URL=url))["migrated_to"] == HEAD_REVISION
         created = _json(run("users", "create", "--email", "a@example.com", "--password", "a long passphrase here",
                             IDP_DATABASE_URL=url))
         assert created["email"] == "a@example.com"

@@ -1,0 +1,1 @@
+"""Messages to people: email and SMS."""

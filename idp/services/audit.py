@@ -1,0 +1,62 @@
+"""Audit trail (SPEC §6.11): every security event in the database and as one JSON log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import current_app
+from sqlalchemy import select
+
+from idp.extensions import db
+from idp.storage.models import AuditEvent
+
+log = logging.getLogger("idp.audit")
+
+
+class Audit:
+    def record(
+        self,
+        event: str,
+        *,
+        user_id: str | None = None,
+        actor_type: str = "user",
+        actor_id: str | None = None,
+        session_id: str | None = None,
+        client_id: str | None = None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+        commit: bool = True,
+        **details,
+    ) -> AuditEvent:
+        row = AuditEvent(
+            event=event,
+            user_id=user_id,
+            actor_type=actor_type,
+            actor_id=actor_id if actor_id is not None else (user_id if actor_type == "user" else None),
+            session_id=session_id,
+            client_id=client_id,
+            ip=ip,
+            user_agent=(user_agent or "")[:1000] or None,
+            details=details,
+        )
+        db.session.add(row)
+        if commit:
+            db.session.commit()
+        log.info(json.dumps({
+            "event": event, "user_id": user_id, "actor_type": actor_type, "actor_id": row.actor_id,
+            "session_id": session_id, "client_id": client_id, "ip": ip, **details,
+        }, default=str))
+        return row
+
+    def for_user(self, user_id: str, limit: int = 100) -> list[AuditEvent]:
+        return list(db.session.scalars(
+            select(AuditEvent).where(AuditEvent.user_id == user_id)
+            .order_by(AuditEvent.occurred_at.desc()).limit(limit)
+        ))
+
+
+def record_session_end(sender, session_id: str, user_id: str | None, reason: str, actor_type: str = "system",
+                       actor_id: str | None = None, **_):
+    current_app.extensions["idp"].audit.record("session_ended", user_id=user_id, actor_type=actor_type, actor_id=actor_id,
+                            session_id=session_id, reason=reason)
