@@ -147,7 +147,9 @@ def worker(interval):
     stopped = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopped.set())
-    background = BackgroundWorker(app, interval).start()
+    from idp.server import housekeeping_tasks
+
+    background = BackgroundWorker(app, interval, housekeeping=housekeeping_tasks(app)).start()
     stopped.wait()
     background.stop()
 

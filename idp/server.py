@@ -24,7 +24,11 @@ def _start_outbox_worker(worker):
     from idp.notify.delivery import BackgroundWorker
 
     app = worker.wsgi
-    app.extensions["idp_outbox_worker"] = BackgroundWorker(app).start()
+    app.extensions["idp_outbox_worker"] = BackgroundWorker(app, housekeeping=housekeeping_tasks(app)).start()
+
+
+def housekeeping_tasks(app) -> list:
+    return [app.extensions["idp"].sessions.end_expired]
 
 
 def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:

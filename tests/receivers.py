@@ -31,14 +31,16 @@ class MailSink:
             self.messages.append(message)
         return "250 Message accepted"
 
-    def wait_for(self, count: int = 1, timeout: float = 10.0) -> list:
+    def wait_for(self, count: int = 1, timeout: float = 10.0, subject_contains: str = "") -> list:
+        """The messages so far (only those whose subject contains the text), once there are `count`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if len(self.messages) >= count:
-                    return list(self.messages)
+                matching = [m for m in self.messages if subject_contains in (m["Subject"] or "")]
+            if len(matching) >= count:
+                return matching
             time.sleep(0.05)
-        raise AssertionError(f"expected {count} message(s), got {len(self.messages)}")
+        raise AssertionError(f"expected {count} message(s) with {subject_contains!r} in the subject, got {len(matching)}")
 
     def text_of(self, message) -> str:
         return message.get_body(preferencelist=("plain",)).get_content()

@@ -7,10 +7,9 @@ from flask import flash, g, jsonify, redirect, request, url_for
 
 from idp.account import bp
 from idp.account.reauth import recently_signed_in
-from idp.account.security import factor_added, factors_reset_trust
+from idp.account.security import audit, factor_added, factors_reset_trust
 from idp.domain.errors import DomainError, ServiceUnavailable
 from idp.services import services
-from idp.web.current import client_ip, user_agent
 
 
 @bp.post("/account/security/passkeys/options")
@@ -36,7 +35,7 @@ def passkey_register():
         flash(problem.public, "error")
         return _back()
     factor_added(had_factor)
-    _audit("factor_added", credential_id=credential.id, passkey=credential.is_passkey)
+    audit("factor_added", method="webauthn", credential_id=credential.id, passkey=credential.is_passkey)
     kind = "passkey" if credential.is_passkey else "security key"
     flash(f"Your {kind} “{credential.name}” was added.", "notice")
     return _back()
@@ -47,16 +46,11 @@ def passkey_register():
 def passkey_remove(credential_id: str):
     if services().webauthn.remove(g.account_user, credential_id):
         factors_reset_trust()
-        _audit("factor_removed", credential_id=credential_id)
+        audit("factor_removed", method="webauthn", credential_id=credential_id)
         flash("The passkey or security key was removed.", "notice")
     else:
         flash("That passkey or security key was not found; it may have been removed already.", "error")
     return _back()
-
-
-def _audit(event: str, **details) -> None:
-    services().audit.record(event, user_id=g.account_user.id, session_id=g.account_session.id, ip=client_ip(),
-                            user_agent=user_agent(), method="webauthn", **details)
 
 
 def _back():

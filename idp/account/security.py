@@ -13,6 +13,7 @@ from idp.account.reauth import recently_signed_in, signed_in
 from idp.crypto.otp import totp_uri
 from idp.domain.errors import DomainError
 from idp.services import services
+from idp.web.current import client_ip, user_agent
 
 
 def qr_svg(data: str) -> Markup:
@@ -23,15 +24,24 @@ def qr_svg(data: str) -> Markup:
     return Markup(buffer.getvalue().decode())
 
 
-def factor_added(had_factor_before: bool) -> None:
+def audit(event: str, **details) -> None:
+    services().audit.record(event, user_id=g.account_user.id, session_id=g.account_session.id, ip=client_ip(),
+                            user_agent=user_agent(), **details)
+
+
+def factor_added(had_factor_before: bool, method: str | None = None) -> None:
     """SPEC §6.1: enabling two-step verification ends every other session."""
+    if method:
+        audit("factor_added", method=method)
     if not had_factor_before:
         services().sessions.end_all_for_user(g.account_user.id, "second_factor_enabled",
                                              except_session_id=g.account_session.id)
 
 
-def factors_reset_trust() -> None:
+def factors_reset_trust(method: str | None = None) -> None:
     """Removing a factor changes what a trusted browser vouched for: trust is given again, not kept."""
+    if method:
+        audit("factor_removed", method=method)
     services().devices.forget_all(g.account_user.id)
 
 
@@ -67,7 +77,7 @@ def totp_enrol():
             flash(expired.public, "error")
             return redirect(url_for("account.totp_enrol"))
         if confirmed:
-            factor_added(had_factor)
+            factor_added(had_factor, "totp")
             flash("Your authenticator app is set up.", "notice")
             return redirect(url_for("account.security"))
         error = "That code is not right. Check the time on your phone and try the current code."
@@ -83,7 +93,7 @@ def totp_enrol():
 @recently_signed_in
 def totp_remove(credential_id: str):
     if services().factors.remove_totp(g.account_user, credential_id):
-        factors_reset_trust()
+        factors_reset_trust("totp")
         flash("The authenticator app was removed.", "notice")
     return redirect(url_for("account.security"))
 
@@ -101,9 +111,9 @@ def email_codes():
     user.email_otp_enabled = enable
     svc.accounts.save(user)
     if enable:
-        factor_added(had_factor)
+        factor_added(had_factor, "email")
     else:
-        factors_reset_trust()
+        factors_reset_trust("email")
     flash("Email codes are on." if enable else "Email codes are off.", "notice")
     return redirect(url_for("account.security"))
 
@@ -121,9 +131,9 @@ def sms_codes():
     user.sms_otp_enabled = enable
     svc.accounts.save(user)
     if enable:
-        factor_added(had_factor)
+        factor_added(had_factor, "sms")
     else:
-        factors_reset_trust()
+        factors_reset_trust("sms")
     flash("SMS codes are on." if enable else "SMS codes are off.", "notice")
     return redirect(url_for("account.security"))
 
@@ -137,6 +147,7 @@ def recovery_codes():
         flash("Set up a second factor first; recovery codes stand in for it.", "error")
         return redirect(url_for("account.security"))
     codes = svc.factors.regenerate_recovery_codes(user)
+    audit("recovery_codes_regenerated")
     # Shown once, in this response only; the server keeps only their hashes.
     return render_template("account/recovery_codes.html", codes=codes)
 
@@ -152,6 +163,7 @@ def change_password():
     except DomainError as problem:
         flash(problem.public, "error")
         return redirect(url_for("account.security"))
+    audit("password_changed")
     # SPEC §6.6: a new password ends every other session and forgets every trusted device.
     ended = svc.sessions.end_all_for_user(user.id, "password_changed", except_session_id=g.account_session.id)
     svc.devices.forget_all(user.id)

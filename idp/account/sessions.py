@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import flash, g, redirect, render_template, url_for
+from flask import flash, g, redirect, render_template, request, url_for
 
 from idp.account import bp
 from idp.account.reauth import recently_signed_in, signed_in
@@ -42,3 +42,19 @@ def end_other_sessions():
                                                  actor_type="user", actor_id=g.account_user.id)
     flash(f"{ended} other session(s) were ended.", "notice")
     return redirect(url_for("account.sessions"))
+
+
+@bp.route("/account/sessions/end-link/<token>", methods=["GET", "POST"])
+def end_session_by_link(token: str):
+    """From the new-device email: works without signing in (the person may be on another device),
+    once. A GET only shows the button, so mail scanners cannot use the link up."""
+    svc = services()
+    if request.method == "GET":
+        found = svc.new_device.session_for_link(token, consume=False) is not None
+        return render_template("account/end_session_link.html", done=None, found=found), (200 if found else 400)
+    session_id = svc.new_device.session_for_link(token, consume=True)
+    session = svc.sessions.get(session_id) if session_id else None
+    if session is None:
+        return render_template("account/end_session_link.html", done=False, found=False), 400
+    svc.sessions.end(session.id, "ended_by_email_link", "user", session.user_id)
+    return render_template("account/end_session_link.html", done=True, found=True)

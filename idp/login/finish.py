@@ -8,7 +8,12 @@ from idp.domain.acr import acr_for_amr
 from idp.domain.auth_result import AuthResult
 from idp.services import services
 from idp.storage.models import utcnow
-from idp.web.cookies import set_device_cookie, set_session_cookie
+from idp.web.cookies import (
+    read_known_browser_cookie,
+    set_device_cookie,
+    set_known_browser_cookie,
+    set_session_cookie,
+)
 from idp.web.current import client_ip, current_session, forget_current_session, user_agent
 from idp.web.redirects import safe_next
 
@@ -33,6 +38,12 @@ def finish_sign_in(user_id: str, amr: list[str], next_url: str | None, device_to
         auth_time=int(now.timestamp()),
         session_id=session.id,
     )
+    user = svc.accounts.get(user_id)
+    svc.audit.record("sign_in", user_id=user_id, session_id=session.id, ip=client_ip(), user_agent=user_agent(),
+                     amr=list(amr), acr=session.acr)
+    known = svc.new_device.is_known(user_id, read_known_browser_cookie())
+    if not known:
+        svc.new_device.announce(user, session, client_ip(), user_agent())
     forget_current_session()
     # New CSRF secret too: nothing from before the sign-in stays valid (session fixation).
     ui_state.clear()
@@ -41,4 +52,6 @@ def finish_sign_in(user_id: str, amr: list[str], next_url: str | None, device_to
     set_session_cookie(response, token, svc.settings.session_absolute_ttl)
     if device_token:
         set_device_cookie(response, device_token, svc.settings.trusted_device_ttl)
+    if not known:
+        set_known_browser_cookie(response, svc.new_device.browser_mark(user_id))
     return response, result

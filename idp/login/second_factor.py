@@ -120,7 +120,8 @@ def second_factor_submit():
 def _wrong_code(flow: LoginFlow, user, methods, method, ip):
     svc = services()
     outcome = svc.code_limits.record_failure(user.id, ip)
-    log.info("wrong second-factor code", extra={"user_id": user.id, "method": method, "ip": ip})
+    svc.audit.record("sign_in_failed", user_id=user.id, ip=ip, user_agent=user_agent(), step="second_factor",
+                     method=method)
     if outcome.account_locked:
         discard_flow(flow)
         svc.lockouts.lock(user, ip, user_agent())

@@ -59,7 +59,9 @@ def sign_in_submit():
     except ServiceUnavailable as unavailable:
         return _page(next_url, username, unavailable.public, 503, acr)
     except DomainError as failure:
-        log.info("password sign-in failed", extra={"ip": client_ip()})
+        known = svc.accounts.find_by_email(username) if username else None
+        svc.audit.record("sign_in_failed", user_id=known.id if known else None, ip=client_ip(),
+                         user_agent=request.headers.get("User-Agent"), step="password")
         return _page(next_url, username, failure.public, 200, acr)
     return _continue_after_first_factor(user, ["pwd"], next_url, acr)
 

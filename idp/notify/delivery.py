@@ -103,9 +103,11 @@ class LogoutDeliverer:
 class BackgroundWorker:
     """Drains the outbox in a thread of this process: the embedded default needs no second command."""
 
-    def __init__(self, app, interval: float = 1.0):
+    def __init__(self, app, interval: float = 1.0, housekeeping=()):
         self.app = app
         self.interval = interval
+        # Callables run in each pass inside the app context, e.g. ending expired sessions.
+        self.housekeeping = list(housekeeping)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="idp-outbox", daemon=True)
@@ -127,6 +129,8 @@ class BackgroundWorker:
         while not self._stop.is_set():
             try:
                 with self.app.app_context():
+                    for task in self.housekeeping:
+                        task()
                     while deliverer.deliver_due():
                         pass
                     db.session.remove()

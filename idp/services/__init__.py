@@ -18,6 +18,7 @@ from idp.services.grants import Grants
 from idp.services.keys import KeyService
 from idp.services.limits import CodeAttemptLimits
 from idp.services.lockouts import Lockouts
+from idp.services.new_device import NewDeviceNotices
 from idp.services.notifications import Notifier
 from idp.services.sessions import Sessions
 from idp.services.webauthn import WebAuthnService
@@ -42,6 +43,7 @@ class Services:
     lockouts: Lockouts
     webauthn: WebAuthnService
     audit: Audit
+    new_device: NewDeviceNotices
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
@@ -50,6 +52,7 @@ class Services:
         notifier = Notifier(settings, create_mailer(settings.mail_url),
                             create_sms_sender(settings.sms_webhook_url, settings.instance_dir))
         sessions = Sessions(settings)
+        audit = Audit()
         return cls(
             settings=settings,
             store=store,
@@ -63,9 +66,10 @@ class Services:
             factors=Factors(settings, store, notifier),
             code_limits=CodeAttemptLimits(settings, store),
             devices=TrustedDevices(settings),
-            lockouts=Lockouts(settings, store, sessions, notifier),
+            lockouts=Lockouts(settings, store, sessions, notifier, audit),
             webauthn=WebAuthnService(settings, store),
-            audit=Audit(),
+            audit=audit,
+            new_device=NewDeviceNotices(settings, store, notifier),
         )
 
 

@@ -16,16 +16,19 @@ UNLOCK_LINK_TTL = 24 * 3600
 
 
 class Lockouts:
-    def __init__(self, settings, store, sessions, notifier):
+    def __init__(self, settings, store, sessions, notifier, audit):
         self._settings = settings
         self._store = store
         self._sessions = sessions
         self._notifier = notifier
+        self._audit = audit
 
     def lock(self, user: User, ip: str | None, device: str | None) -> None:
         if user.locked_at is None:
             user.locked_at = utcnow()
             db.session.commit()
+            self._audit.record("account_locked", user_id=user.id, actor_type="system", ip=ip,
+                               user_agent=device, reason="wrong_codes")
         self._sessions.end_all_for_user(user.id, "account_locked")
         token = random_token(32)
         self._store.set(f"unlock:{sha256_hex(token)}", user.id, UNLOCK_LINK_TTL)
@@ -54,6 +57,7 @@ class Lockouts:
         user = db.session.get(User, user_id) if user_id else None
         if user is not None:
             self.unlock(user)
+            self._audit.record("account_unlocked", user_id=user.id, by="email_link")
         return user
 
     def unlock(self, user: User) -> None:

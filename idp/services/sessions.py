@@ -162,6 +162,19 @@ class Sessions:
         return sum(self.end(session_id, reason, actor_type, actor_id) for session_id in ids
                    if session_id != except_session_id)
 
+    def end_expired(self, limit: int = 200) -> int:
+        """End sessions past their idle or absolute limit, so their apps hear of it without a visit."""
+        now = utcnow()
+        idle_before = now - timedelta(seconds=self._settings.session_idle_ttl)
+        ids = db.session.scalars(
+            select(BrowserSession.id)
+            .where(BrowserSession.ended_at.is_(None),
+                   (BrowserSession.expires_at <= now) | (BrowserSession.last_active_at <= idle_before))
+            .limit(limit)
+        ).all()
+        db.session.commit()
+        return sum(self.end(session_id, "expired") for session_id in ids)
+
     def active_for_user(self, user_id: str) -> list[BrowserSession]:
         rows = db.session.scalars(
             select(BrowserSession)

@@ -44,3 +44,18 @@ def set_device_cookie(response, token: str, max_age: int) -> None:
     settings = current_app.extensions["idp"].settings
     response.set_cookie(device_cookie_name(), token, max_age=max_age, path="/", secure=settings.is_https,
                         httponly=True, samesite="Lax")
+
+
+def known_browser_cookie_name() -> str:
+    return "__Host-idp_known" if current_app.extensions["idp"].settings.is_https else "idp_known"
+
+
+def read_known_browser_cookie() -> str | None:
+    return request.cookies.get(known_browser_cookie_name())
+
+
+def set_known_browser_cookie(response, value: str) -> None:
+    """Remembers that this person signed in here before, so the next sign-in sends no new-device email."""
+    settings = current_app.extensions["idp"].settings
+    response.set_cookie(known_browser_cookie_name(), value, max_age=400 * 24 * 3600, path="/",
+                        secure=settings.is_https, httponly=True, samesite="Lax")

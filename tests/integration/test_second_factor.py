@@ -140,7 +140,7 @@ def test_email_code_arrives_works_once_and_says_two_step_not_mfa(make_app, smtp_
     def prove(client, _response):
         page = second_factor_page(client)
         assert 'value="email"' in page.get_data(as_text=True)
-        [message] = sink.wait_for(1)
+        [message] = sink.wait_for(1, subject_contains="sign-in code")
         assert message["To"] == EMAIL
         text = sink.text_of(message)
         code = code_in_email(sink, message)
@@ -171,7 +171,7 @@ def test_email_code_arrives_works_once_and_says_two_step_not_mfa(make_app, smtp_
         svc = services_of(app)
         user = load_user(app, user_id)
         svc.factors.send_code(user, "flow-under-test", "email")
-        code = code_in_email(sink, sink.wait_for(2)[1])
+        code = code_in_email(sink, sink.wait_for(2, subject_contains="sign-in code")[1])
         assert svc.factors.verify_code(user, "flow-under-test", "email", code) is True
         assert svc.factors.verify_code(user, "flow-under-test", "email", code) is False
 
@@ -184,7 +184,7 @@ def test_email_code_expires_after_its_lifetime(make_app, smtp_server):
     browser = new_browser(app)
     to_second_factor(browser)
     csrf = csrf_from(second_factor_page(browser).get_data(as_text=True))
-    code = code_in_email(smtp_server.sink, smtp_server.sink.wait_for(1)[0])
+    code = code_in_email(smtp_server.sink, smtp_server.sink.wait_for(1, subject_contains="sign-in code")[0])
     time.sleep(1.3)
     expired = submit_code(browser, code, method="email", csrf=csrf)
     assert (expired.status_code, error_text(expired)) == (200, WRONG_CODE)
@@ -198,7 +198,7 @@ def test_resend_waits_for_the_cooldown_and_replaces_the_old_code(make_app, smtp_
     browser = new_browser(app)
     to_second_factor(browser)
     csrf = csrf_from(second_factor_page(browser).get_data(as_text=True))
-    old = code_in_email(sink, sink.wait_for(1)[0])
+    old = code_in_email(sink, sink.wait_for(1, subject_contains="sign-in code")[0])
 
     too_soon = browser.post("/login/2fa/resend", data={"csrf_token": csrf, "method": "email"})
     assert too_soon.status_code == 429
@@ -210,7 +210,7 @@ def test_resend_waits_for_the_cooldown_and_replaces_the_old_code(make_app, smtp_
     resent = browser.post("/login/2fa/resend", data={"csrf_token": csrf, "method": "email"})
     assert resent.status_code == 200
     assert notice_text(resent) == "We sent a new code. The previous one no longer works."
-    new = code_in_email(sink, sink.wait_for(2)[1])
+    new = code_in_email(sink, sink.wait_for(2, subject_contains="sign-in code")[1])
     assert new != old
 
     stale = submit_code(browser, old, method="email", csrf=csrf)
@@ -226,10 +226,10 @@ def test_an_email_code_from_one_sign_in_is_refused_in_another(make_app, smtp_ser
     login_a, login_b = new_browser(app), new_browser(app)
     to_second_factor(login_a)
     csrf_a = csrf_from(second_factor_page(login_a).get_data(as_text=True))
-    code_a = code_in_email(sink, sink.wait_for(1)[0])
+    code_a = code_in_email(sink, sink.wait_for(1, subject_contains="sign-in code")[0])
     to_second_factor(login_b)
     csrf_b = csrf_from(second_factor_page(login_b).get_data(as_text=True))
-    code_b = code_in_email(sink, sink.wait_for(2)[1])
+    code_b = code_in_email(sink, sink.wait_for(2, subject_contains="sign-in code")[1])
     if code_a == code_b:  # one chance in a million; the binding is what is under test
         pytest.skip("both sign-ins drew the same code")
 
