@@ -56,8 +56,6 @@ class Factors:
     def has_second_factor(self, user: User) -> bool:
         return bool(self.methods(user))
 
-    def has_possession_factor(self, user: User) -> bool:
-        return bool(set(self.methods(user)) & {"webauthn", "totp", "sms"})
 
     # -- TOTP ----------------------------------------------------------------------------
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from blinker import signal
 from sqlalchemy import select, update
 
 from idp.crypto.secrets import random_token, sha256_hex
-from idp.domain.auth_result import AuthResult
 from idp.extensions import db
 from idp.storage.models import AccessToken, BrowserSession, SessionClient, TokenFamily, utcnow
 
@@ -119,12 +118,7 @@ class Sessions:
             link.last_seen_at = utcnow()
         db.session.commit()
 
-    def client_ids(self, session_id: str) -> list[str]:
-        return list(db.session.scalars(select(SessionClient.client_id).where(SessionClient.session_id == session_id)))
 
-    def is_active(self, session_id: str) -> bool:
-        session = self.get(session_id)
-        return session is not None and session.ended_at is None and not self.is_expired(session)
 
     def end(self, session_id: str, reason: str, actor_type: str = "system", actor_id: str | None = None) -> bool:
         """End a session and revoke every token issued through it. Returns False if it had already ended."""
@@ -183,13 +177,3 @@ class Sessions:
         ).all()
         return [s for s in rows if not self.is_expired(s)]
 
-
-def auth_result_for(session: BrowserSession, remember_device: bool = False) -> AuthResult:
-    return AuthResult(
-        user_id=session.user_id,
-        amr=tuple(session.amr or ()),
-        acr=session.acr,
-        auth_time=int(session.auth_time.astimezone(timezone.utc).timestamp()),
-        session_id=session.id,
-        remember_device=remember_device,
-    )
