@@ -79,7 +79,7 @@ def _sqlite_pragmas(app: Flask) -> None:
 
 
 def _register_rooms(app: Flask, settings: Settings) -> None:
-    from idp import account, api, login
+    from idp import account, admin, api, login
     from idp.oidc import logout, metadata, token_views, views  # noqa: F401  (routes)
     from idp.oidc.backchannel import init_backchannel
     from idp.services.audit import record_session_end
@@ -95,6 +95,7 @@ def _register_rooms(app: Flask, settings: Settings) -> None:
     app.register_blueprint(oidc_bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
     errors.init_app(app)
     headers.init_app(app, settings)

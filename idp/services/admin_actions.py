@@ -8,13 +8,16 @@ from idp.storage.models import User, utcnow
 
 
 class AdminActions:
-    def __init__(self, actor_type: str, actor_id: str):
+    def __init__(self, actor_type: str, actor_id: str, ip: str | None = None, user_agent: str | None = None):
         self.actor_type = actor_type
         self.actor_id = actor_id
+        self.ip = ip
+        self.user_agent = user_agent
         self.svc = services()
 
     def _audit(self, event: str, user_id: str | None, **details) -> None:
-        self.svc.audit.record(event, user_id=user_id, actor_type=self.actor_type, actor_id=self.actor_id, **details)
+        self.svc.audit.record(event, user_id=user_id, actor_type=self.actor_type, actor_id=self.actor_id,
+                              ip=self.ip, user_agent=self.user_agent, **details)
 
     def end_session(self, session_id: str) -> bool:
         return self.svc.sessions.end(session_id, "ended_by_admin", self.actor_type, self.actor_id)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from idp.crypto.secrets import constant_time_equal, keyed_hash, random_token
-from idp.domain.errors import Conflict, DomainError
+from idp.domain.errors import Conflict, DomainError, NotFound
 from idp.extensions import db
 from idp.storage.models import Client
 
@@ -16,6 +17,7 @@ GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 SCOPES = ("openid", "profile", "email", "phone", "offline_access", "sessions", "admin")
 DEFAULT_SCOPE = "openid profile email phone offline_access"
+DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -50,12 +52,109 @@ def validate_redirect_uri(uri: str, kind: str = "redirect URI") -> str:
     return uri
 
 
+def validate_backchannel_logout_uri(uri: str | None) -> str | None:
+    """OIDC Back-Channel Logout §2.2: an absolute http(s) URL, https unless loopback; empty means none."""
+    if not uri:
+        return None
+    if not isinstance(uri, str) or len(uri) > 2000 or any(c.isspace() for c in uri):
+        raise DomainError(f"Invalid back-channel logout URI: {uri!r}")
+    parts = urlsplit(uri)
+    if parts.fragment or "#" in uri or not parts.hostname or parts.scheme not in ("https", "http"):
+        raise DomainError("The back-channel logout URI must be an absolute http(s) URL without fragment.")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise DomainError("The back-channel logout URI must use https unless it is a loopback address.")
+    return uri
+
+
+# What an administrator may change after registration; `public` and the secret are fixed at birth.
+EDITABLE_FIELDS = (
+    "name",
+    "redirect_uris",
+    "post_logout_redirect_uris",
+    "backchannel_logout_uri",
+    "grant_types",
+    "scope",
+    "first_party",
+    "token_endpoint_auth_method",
+    "id_token_signed_response_alg",
+)
+
+
+def _as_list(values, what: str) -> list:
+    if isinstance(values, str):
+        raise DomainError(f"Give the {what} as a list.")
+    return list(values or ())
+
+
 class Clients:
     def __init__(self, settings):
         self._settings = settings
 
     def _secret_hash(self, secret: str) -> str:
         return keyed_hash(self._settings.secret_key, "client-secret:" + secret)
+
+    def _checked(
+        self,
+        *,
+        public: bool,
+        name: str,
+        redirect_uris,
+        post_logout_redirect_uris,
+        backchannel_logout_uri: str | None,
+        grant_types,
+        scope: str | None,
+        first_party: bool,
+        token_endpoint_auth_method: str | None,
+        id_token_signed_response_alg: str | None,
+    ) -> dict:
+        """The registration rules, shared by create and update: the column values, or a DomainError
+        naming the first rule broken. Nothing is written here."""
+        name = (name or "").strip() if isinstance(name, str) or name is None else ""
+        if not name or len(name) > 200:
+            raise DomainError("A client needs a name of 1 to 200 characters.")
+        grant_types = list(dict.fromkeys(_as_list(grant_types, "grant types")))
+        if not grant_types:
+            raise DomainError(f"Choose at least one grant type from {', '.join(GRANT_TYPES)}.")
+        for grant in grant_types:
+            if grant not in GRANT_TYPES:
+                raise DomainError(f"Unsupported grant type {grant!r}; choose from {', '.join(GRANT_TYPES)}.")
+        if public and "client_credentials" in grant_types:
+            raise DomainError("A public client cannot use client_credentials.")
+        redirect_uris = [validate_redirect_uri(u) for u in _as_list(redirect_uris, "redirect URIs")]
+        if "authorization_code" in grant_types and not redirect_uris:
+            raise DomainError("The authorization_code grant needs at least one redirect URI.")
+        post_logout = [validate_redirect_uri(u, "post-logout redirect URI")
+                       for u in _as_list(post_logout_redirect_uris, "post-logout redirect URIs")]
+        backchannel = validate_backchannel_logout_uri(backchannel_logout_uri)
+        scopes = (scope or "").split() if isinstance(scope, str) or scope is None else None
+        if not scopes:
+            raise DomainError(f"Give at least one scope from {' '.join(SCOPES)}.")
+        for s in scopes:
+            if s not in SCOPES:
+                raise DomainError(f"Unknown scope {s!r}; choose from {' '.join(SCOPES)}.")
+        if token_endpoint_auth_method is not None and token_endpoint_auth_method not in AUTH_METHODS:
+            raise DomainError(f"Unsupported token endpoint auth method {token_endpoint_auth_method!r}.")
+        if public:
+            if token_endpoint_auth_method not in (None, "none"):
+                raise DomainError("A public client authenticates with 'none'.")
+            token_endpoint_auth_method = "none"
+        elif token_endpoint_auth_method == "none":
+            raise DomainError("A confidential client authenticates with its secret; register a public client "
+                              "for apps that cannot keep one.")
+        alg = id_token_signed_response_alg or self._settings.default_signing_alg
+        if alg not in ("ES256", "RS256"):
+            raise DomainError("The ID-token signing algorithm must be ES256 or RS256.")
+        return {
+            "name": name,
+            "redirect_uris": redirect_uris,
+            "post_logout_redirect_uris": post_logout,
+            "backchannel_logout_uri": backchannel,
+            "grant_types": grant_types,
+            "scope": " ".join(dict.fromkeys(scopes)),
+            "first_party": bool(first_party),
+            "token_endpoint_auth_method": token_endpoint_auth_method,
+            "id_token_signed_response_alg": alg,
+        }
 
     def create(
         self,
@@ -71,53 +170,23 @@ class Clients:
         id_token_signed_response_alg: str | None = None,
         client_id: str | None = None,
     ) -> tuple[Client, str | None]:
-        name = (name or "").strip()
-        if not name or len(name) > 200:
-            raise DomainError("A client needs a name of 1 to 200 characters.")
-        grant_types = list(dict.fromkeys(grant_types or ("authorization_code", "refresh_token")))
-        for grant in grant_types:
-            if grant not in GRANT_TYPES:
-                raise DomainError(f"Unsupported grant type {grant!r}; choose from {', '.join(GRANT_TYPES)}.")
-        if public and "client_credentials" in grant_types:
-            raise DomainError("A public client cannot use client_credentials.")
-        redirect_uris = [validate_redirect_uri(u) for u in redirect_uris]
-        if "authorization_code" in grant_types and not redirect_uris:
-            raise DomainError("The authorization_code grant needs at least one --redirect-uri.")
-        post_logout = [validate_redirect_uri(u, "post-logout redirect URI") for u in post_logout_redirect_uris]
-        if backchannel_logout_uri:
-            parts = urlsplit(backchannel_logout_uri)
-            if parts.fragment or not parts.hostname or parts.scheme not in ("https", "http"):
-                raise DomainError("The back-channel logout URI must be an absolute http(s) URL without fragment.")
-            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-                raise DomainError("The back-channel logout URI must use https unless it is a loopback address.")
-        scopes = (scope or DEFAULT_SCOPE).split()
-        for s in scopes:
-            if s not in SCOPES:
-                raise DomainError(f"Unknown scope {s!r}; choose from {' '.join(SCOPES)}.")
-        if token_endpoint_auth_method is not None and token_endpoint_auth_method not in AUTH_METHODS:
-            raise DomainError(f"Unsupported token endpoint auth method {token_endpoint_auth_method!r}.")
-        if public:
-            if token_endpoint_auth_method not in (None, "none"):
-                raise DomainError("A public client authenticates with 'none'.")
-            token_endpoint_auth_method = "none"
-        elif token_endpoint_auth_method == "none":
-            raise DomainError("Use --public for clients without a secret.")
-        alg = id_token_signed_response_alg or self._settings.default_signing_alg
-        if alg not in ("ES256", "RS256"):
-            raise DomainError("The ID-token signing algorithm must be ES256 or RS256.")
+        values = self._checked(
+            public=public,
+            name=name,
+            redirect_uris=redirect_uris,
+            post_logout_redirect_uris=post_logout_redirect_uris,
+            backchannel_logout_uri=backchannel_logout_uri,
+            grant_types=grant_types or DEFAULT_GRANT_TYPES,
+            scope=scope or DEFAULT_SCOPE,
+            first_party=first_party,
+            token_endpoint_auth_method=token_endpoint_auth_method,
+            id_token_signed_response_alg=id_token_signed_response_alg,
+        )
         secret = None if public else random_token(32)
         client = Client(
             client_id=client_id or random_token(16),
-            name=name,
             secret_hash=self._secret_hash(secret) if secret else None,
-            redirect_uris=redirect_uris,
-            post_logout_redirect_uris=post_logout,
-            grant_types=grant_types,
-            scope=" ".join(dict.fromkeys(scopes)),
-            token_endpoint_auth_method=token_endpoint_auth_method,
-            backchannel_logout_uri=backchannel_logout_uri or None,
-            first_party=first_party,
-            id_token_signed_response_alg=alg,
+            **values,
         )
         db.session.add(client)
         try:
@@ -126,6 +195,47 @@ class Clients:
             db.session.rollback()
             raise Conflict("A client with this id already exists.") from None
         return client, secret
+
+    def update(self, client_id: str, **fields) -> dict:
+        """Change registered fields under the same rules as `create`; all or nothing.
+        Returns {field: [old, new]} for what changed."""
+        unknown = set(fields) - set(EDITABLE_FIELDS)
+        if unknown:
+            raise DomainError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+        client = self._existing(client_id)
+        current = {field: getattr(client, field) for field in EDITABLE_FIELDS}
+        values = self._checked(public=client.is_public, **{**current, **fields})
+        changes = {field: [current[field], value] for field, value in values.items() if current[field] != value}
+        for field, (_, value) in changes.items():
+            setattr(client, field, value)
+        db.session.commit()
+        return changes
+
+    def rotate_secret(self, client_id: str) -> str:
+        """A new secret, shown once; the old one stops working at once."""
+        client = self._existing(client_id)
+        if client.is_public:
+            raise DomainError("A public client has no secret.")
+        secret = random_token(32)
+        client.secret_hash = self._secret_hash(secret)
+        db.session.commit()
+        return secret
+
+    def delete(self, client_id: str) -> None:
+        """The client goes with its codes, grants, tokens, consents and pending logout deliveries
+        (ON DELETE CASCADE), so nothing it was issued stays usable."""
+        client = self._existing(client_id)
+        db.session.delete(client)
+        db.session.commit()
+
+    def list(self) -> list[Client]:
+        return list(db.session.scalars(select(Client).order_by(Client.name, Client.client_id)))
+
+    def _existing(self, client_id: str) -> Client:
+        client = self.get(client_id)
+        if client is None:
+            raise NotFound("No such client.")
+        return client
 
     def get(self, client_id: str | None) -> Client | None:
         if not client_id or not isinstance(client_id, str) or len(client_id) > 64:
