@@ -14,6 +14,10 @@ class _Gunicorn(BaseApplication):
     def load_config(self):
         for key, value in self._options.items():
             self.cfg.set(key, value)
+        # gunicorn >= 25.1 opens a control socket at one path per user: every instance on a host
+        # would take it over from the others and unlink it when it stops. Nothing here uses it.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def load(self):
         return self._app
@@ -25,6 +29,15 @@ def _start_outbox_worker(worker):
 
     app = worker.wsgi
     app.extensions["idp_outbox_worker"] = BackgroundWorker(app, housekeeping=housekeeping_tasks(app)).start()
+
+
+def _stop_outbox_worker(_arbiter, worker):
+    """On the way out, let a delivery in flight record its answer: a worker killed between the POST
+    and the commit would leave the row to be sent again after its lease."""
+    app = getattr(worker, "wsgi", None)  # unset in the master, which calls this hook too when it reaps a worker
+    outbox = app.extensions.get("idp_outbox_worker") if app is not None else None
+    if outbox is not None:
+        outbox.stop()
 
 
 def housekeeping_tasks(app) -> list:
@@ -50,5 +63,6 @@ def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
         "keepalive": 5,
         "forwarded_allow_ips": "*" if app.extensions["idp"].settings.proxy_hops else "127.0.0.1",
         "post_worker_init": _start_outbox_worker,
+        "worker_exit": _stop_outbox_worker,
     }
     _Gunicorn(app, options).run()

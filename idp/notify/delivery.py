@@ -131,7 +131,7 @@ class BackgroundWorker:
                 with self.app.app_context():
                     for task in self.housekeeping:
                         task()
-                    while deliverer.deliver_due():
+                    while not self._stop.is_set() and deliverer.deliver_due():
                         pass
                     db.session.remove()
             except Exception:  # keep draining after a database hiccup; the rows stay in the outbox

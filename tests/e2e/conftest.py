@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,7 +55,7 @@ class LiveDeployment:
 
     def start(self, port: int | None = None, workers: int = 2) -> str:
         port = port or self.port
-        log = open(self.tmp_path / f"serve-{port}.log", "w")
+        log = open(self.tmp_path / f"serve-{port}.log", "a")  # a restart on the same port keeps the first log
         process = subprocess.Popen(
             [IDP, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -82,6 +83,17 @@ class LiveDeployment:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
         self.processes.clear()
+
+
+def sign_in_form(page_html: str, email: str, password: str) -> dict:
+    """The hosted sign-in form (SPEC §4 field names) filled in as a person's browser submits it."""
+    assert 'name="username"' in page_html and 'name="password"' in page_html, page_html[:300]
+    return {
+        "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', page_html).group(1),
+        "next": re.search(r'name="next" value="([^"]*)"', page_html).group(1),
+        "username": email,
+        "password": password,
+    }
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ on PostgreSQL and Redis, with Authlib's OAuth client doing the protocol work."""
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from urllib.parse import urljoin
@@ -14,6 +13,8 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
 from joserfc.jwk import KeySet
+
+from tests.e2e.conftest import sign_in_form
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +28,7 @@ def _browser_sign_in(authorization_url: str, email: str, password: str) -> str:
     response = browser.get(authorization_url, allow_redirects=False, timeout=10)
     assert response.status_code == 302 and "/login" in response.headers["Location"]
     page = browser.get(urljoin(authorization_url, response.headers["Location"]), allow_redirects=False, timeout=10)
-    html = page.text
-    assert 'name="username"' in html and 'name="password"' in html
-    form = {
-        "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', html).group(1),
-        "next": re.search(r'name="next" value="([^"]*)"', html).group(1),
-        "username": email,
-        "password": password,
-    }
+    form = sign_in_form(page.text, email, password)
     response = browser.post(page.url.split("?")[0], data=form, allow_redirects=False, timeout=10)
     assert response.status_code == 303, response.text[:300]
     for _ in range(5):
