@@ -83,7 +83,7 @@ def _register_rooms(app: Flask, settings: Settings) -> None:
     from idp.oidc import logout, metadata, token_views, views  # noqa: F401  (routes)
     from idp.oidc.backchannel import init_backchannel
     from idp.services.audit import record_session_end
-    from idp.services.sessions import session_ended
+    from idp.services.sessions import session_ending
     from idp.oidc.blueprint import bp as oidc_bp
     from idp.oidc.server import create_server
     from idp.web import errors, headers
@@ -91,7 +91,7 @@ def _register_rooms(app: Flask, settings: Settings) -> None:
     app.extensions["idp_oauth"] = create_server(app)
     metadata.init_metadata(app, settings)
     init_backchannel(app)
-    session_ended.connect(record_session_end)
+    session_ending.connect(record_session_end)
     app.register_blueprint(oidc_bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)

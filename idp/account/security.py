@@ -35,7 +35,8 @@ def factor_added(had_factor_before: bool, method: str | None = None) -> None:
         audit("factor_added", method=method)
     if not had_factor_before:
         services().sessions.end_all_for_user(g.account_user.id, "second_factor_enabled",
-                                             except_session_id=g.account_session.id)
+                                             except_session_id=g.account_session.id, actor_type="user",
+                                             actor_id=g.account_user.id)
 
 
 def factors_reset_trust(method: str | None = None) -> None:
@@ -165,7 +166,8 @@ def change_password():
         return redirect(url_for("account.security"))
     audit("password_changed")
     # SPEC §6.6: a new password ends every other session and forgets every trusted device.
-    ended = svc.sessions.end_all_for_user(user.id, "password_changed", except_session_id=g.account_session.id)
+    ended = svc.sessions.end_all_for_user(user.id, "password_changed", except_session_id=g.account_session.id,
+                                          actor_type="user", actor_id=user.id)
     svc.devices.forget_all(user.id)
     flash(f"Your password was changed. {ended} other session(s) were signed out.", "notice")
     return redirect(url_for("account.security"))

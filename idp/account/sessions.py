@@ -31,6 +31,8 @@ def end_session(session_id: str):
         flash("To end this session, sign out.", "error")
     elif svc.sessions.end(session_id, "ended_by_user", "user", g.account_user.id):
         flash("The session was ended and its apps signed out.", "notice")
+    else:
+        flash("That session had already ended.", "notice")
     return redirect(url_for("account.sessions"))
 
 
@@ -50,11 +52,15 @@ def end_session_by_link(token: str):
     once. A GET only shows the button, so mail scanners cannot use the link up."""
     svc = services()
     if request.method == "GET":
-        found = svc.new_device.session_for_link(token, consume=False) is not None
+        session_id = svc.new_device.session_for_link(token, consume=False)
+        session = svc.sessions.get(session_id) if session_id else None
+        if session is not None and session.ended_at is not None:
+            return render_template("account/end_session_link.html", done=True, found=True, already_ended=True)
+        found = session is not None
         return render_template("account/end_session_link.html", done=None, found=found), (200 if found else 400)
     session_id = svc.new_device.session_for_link(token, consume=True)
     session = svc.sessions.get(session_id) if session_id else None
     if session is None:
         return render_template("account/end_session_link.html", done=False, found=False), 400
-    svc.sessions.end(session.id, "ended_by_email_link", "user", session.user_id)
-    return render_template("account/end_session_link.html", done=True, found=True)
+    ended_now = svc.sessions.end(session.id, "ended_by_email_link", "user", session.user_id)
+    return render_template("account/end_session_link.html", done=True, found=True, already_ended=not ended_now)

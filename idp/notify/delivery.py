@@ -24,6 +24,7 @@ log = logging.getLogger("idp.backchannel")
 LEASE_SECONDS = 30
 REQUEST_TIMEOUT = 5
 MAX_BACKOFF_SECONDS = 300
+RETRYABLE_CLIENT_ERRORS = {408, 425, 429}
 # Retries for a day: an app that is down for minutes (or hours) still hears of the logout.
 GIVE_UP_AFTER = timedelta(hours=24)
 
@@ -74,7 +75,7 @@ class LogoutDeliverer:
         return sent
 
     def _attempt(self, row: LogoutDelivery) -> bool:
-        error = None
+        error, final = None, False
         try:
             # OIDC Back-Channel Logout §2.5: form-encoded, only the logout_token; no redirects followed.
             response = self.http.post(row.target_url, data={"logout_token": row.logout_token},
@@ -87,11 +88,14 @@ class LogoutDeliverer:
                 db.session.commit()
                 return True
             error = f"HTTP {response.status_code}"
+            # The app read the token and refused it (e.g. a jti it already has): sending it again
+            # cannot change the answer. Timeouts and throttling are worth another try.
+            final = 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_CLIENT_ERRORS
         except requests.RequestException as exc:
             error = type(exc).__name__
         row.attempts += 1
         row.last_error = error
-        if utcnow() - row.created_at >= GIVE_UP_AFTER:
+        if final or utcnow() - row.created_at >= GIVE_UP_AFTER:
             row.status = "failed"
         else:
             row.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(row.attempts))

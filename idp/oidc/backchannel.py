@@ -8,13 +8,12 @@ import threading
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from idp.crypto.secrets import random_token
 from idp.extensions import db
 from idp.notify.delivery import LogoutDeliverer
 from idp.services import services
-from idp.services.sessions import session_ended
+from idp.services.sessions import session_ended, session_ending
 from idp.storage.models import Client, LogoutDelivery, SessionClient, utcnow
 
 log = logging.getLogger("idp.backchannel")
@@ -41,30 +40,29 @@ def logout_token(client: Client, session_id: str, user_id: str | None) -> str:
     return svc.keys.ring().sign(claims, client.id_token_signed_response_alg, typ="logout+jwt")
 
 
-def enqueue_logouts(session_id: str, user_id: str | None) -> list[str]:
-    """One outbox row per relying app of the session; a second call for the same session adds nothing."""
-    rows = db.session.execute(
+def enqueue_logouts(session_id: str, user_id: str | None) -> None:
+    """One outbox row per relying app of the session, added to the caller's transaction."""
+    queued = set(db.session.scalars(select(LogoutDelivery.client_id).where(LogoutDelivery.session_id == session_id)))
+    clients = db.session.execute(
         select(Client)
         .join(SessionClient, SessionClient.client_id == Client.client_id)
         .where(SessionClient.session_id == session_id, Client.backchannel_logout_uri.is_not(None))
     ).scalars().all()
-    created = []
-    for client in rows:
-        delivery = LogoutDelivery(
+    for client in clients:
+        if client.client_id in queued:
+            continue
+        db.session.add(LogoutDelivery(
             session_id=session_id,
             client_id=client.client_id,
             user_id=user_id,
             target_url=client.backchannel_logout_uri,
             logout_token=logout_token(client, session_id, user_id),
-        )
-        try:
-            with db.session.begin_nested():
-                db.session.add(delivery)
-            created.append(delivery.id)
-        except IntegrityError:
-            pass  # already queued for this session and app
-    db.session.commit()
-    return created
+        ))
+
+
+def pending_for_session(session_id: str) -> list[str]:
+    return list(db.session.scalars(select(LogoutDelivery.id).where(
+        LogoutDelivery.session_id == session_id, LogoutDelivery.status == "pending")))
 
 
 def _deliver_soon(app, row_ids: list[str]) -> None:
@@ -83,13 +81,20 @@ def _deliver_soon(app, row_ids: list[str]) -> None:
     threading.Thread(target=run, name="idp-logout-now", daemon=True).start()
 
 
-def on_session_ended(sender, session_id: str, user_id: str | None, reason: str, **_):
-    row_ids = enqueue_logouts(session_id, user_id)
-    if row_ids and current_app.config.get("IDP_DELIVER_LOGOUTS_IMMEDIATELY", True):
+def on_session_ending(sender, session_id: str, user_id: str | None, **_):
+    # In the ending transaction: the session cannot end without its logouts being queued.
+    enqueue_logouts(session_id, user_id)
+
+
+def on_session_ended(sender, session_id: str, **_):
+    if not current_app.config.get("IDP_DELIVER_LOGOUTS_IMMEDIATELY", True):
+        return
+    row_ids = pending_for_session(session_id)
+    db.session.commit()
+    if row_ids:
         _deliver_soon(current_app._get_current_object(), row_ids)
 
 
 def init_backchannel(app) -> None:
-    # Weak references would let the handler vanish; the app keeps it alive for its lifetime.
-    app.extensions["idp_backchannel_handler"] = on_session_ended
+    session_ending.connect(on_session_ending)
     session_ended.connect(on_session_ended)

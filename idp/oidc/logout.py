@@ -75,7 +75,7 @@ def end_session():
     if claims is None or claims.get("sub") != session.user_id:
         # Without proof that the signed-in person's app asks, ask the person (logout CSRF, ASVS 10.6.2).
         return render_template("oidc/logout_confirm.html", user=user, message=None)
-    services().sessions.end(session.id, "rp_logout")
+    services().sessions.end(session.id, "rp_logout", "user", session.user_id)
     return _finish(target, values.get("state"))
 
 
@@ -83,7 +83,7 @@ def end_session():
 def confirm_logout():
     session, _ = current_session()
     if session is not None:
-        services().sessions.end(session.id, "user_logout")
+        services().sessions.end(session.id, "user_logout", "user", session.user_id)
     return _finish(None, None)
 
 

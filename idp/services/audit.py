@@ -58,5 +58,7 @@ class Audit:
 
 def record_session_end(sender, session_id: str, user_id: str | None, reason: str, actor_type: str = "system",
                        actor_id: str | None = None, **_):
-    current_app.extensions["idp"].audit.record("session_ended", user_id=user_id, actor_type=actor_type, actor_id=actor_id,
-                            session_id=session_id, reason=reason)
+    # Runs inside the ending transaction (session_ending): the audit row commits with the end.
+    current_app.extensions["idp"].audit.record("session_ended", user_id=user_id, actor_type=actor_type,
+                                               actor_id=actor_id, session_id=session_id, reason=reason,
+                                               commit=False)

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from idp.crypto.keys import InvalidJWT
 from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
+from idp.services.sessions import past_limits
 from idp.storage.models import (
     AccessToken,
     AuthorizationCode,
@@ -263,10 +264,10 @@ class Grants:
 
     def _session_active(self, session_id: str, now) -> bool:
         session = db.session.get(BrowserSession, session_id)
-        if session is None or session.ended_at is not None:
-            return False
-        idle = session.last_active_at + timedelta(seconds=self._settings.session_idle_ttl)
-        return now < session.expires_at and now < idle
+        return session is not None and self._session_alive(session, now)
+
+    def _session_alive(self, session: BrowserSession, now) -> bool:
+        return session.ended_at is None and not past_limits(session, self._settings.session_idle_ttl, now)
 
     def rotate_refresh_token(self, token: str, client: Client, scope: str | None) -> IssuedTokens:
         """Consume the refresh token and issue a new pair; a reused token revokes its whole family."""
@@ -334,8 +335,19 @@ class Grants:
         claims = self.decode_access_token(token)
         if claims is None:
             return None
-        row = db.session.get(AccessToken, claims["jti"])
-        if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+        found = db.session.execute(
+            select(AccessToken, BrowserSession)
+            .outerjoin(BrowserSession, BrowserSession.id == AccessToken.session_id)
+            .where(AccessToken.jti == claims["jti"])
+        ).first()
+        if found is None:
+            return None
+        row, session = found
+        now = utcnow()
+        if row.revoked_at is not None or row.expires_at <= now:
+            return None
+        # A session past its idle or absolute limit fails at once, before the sweep ends it.
+        if row.session_id and (session is None or not self._session_alive(session, now)):
             return None
         return ActiveAccessToken(row.jti, row.client_id, row.user_id, row.session_id, row.scope, claims)
 

@@ -11,8 +11,16 @@ from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
 from idp.storage.models import AccessToken, BrowserSession, SessionClient, TokenFamily, utcnow
 
-# Sent after a session has ended and its tokens are revoked, with session_id, user_id, reason, actor_type, actor_id.
+# Both carry session_id, user_id, reason, actor_type, actor_id. `session_ending` is sent inside the
+# transaction that ends the session, so what its receivers write (the logout outbox, the audit row)
+# commits with it or not at all; `session_ended` is sent after the commit, for work outside the database.
+session_ending = signal("idp.session-ending")
 session_ended = signal("idp.session-ended")
+
+
+def past_limits(session: BrowserSession, idle_ttl: int, now: datetime) -> bool:
+    """Past the absolute lifetime, or idle for longer than allowed."""
+    return now >= session.expires_at or now >= session.last_active_at + timedelta(seconds=idle_ttl)
 
 
 class Sessions:
@@ -81,9 +89,7 @@ class Sessions:
         return db.session.get(BrowserSession, session_id)
 
     def is_expired(self, session: BrowserSession, now: datetime | None = None) -> bool:
-        now = now or utcnow()
-        idle_limit = session.last_active_at + timedelta(seconds=self._settings.session_idle_ttl)
-        return now >= session.expires_at or now >= idle_limit
+        return past_limits(session, self._settings.session_idle_ttl, now or utcnow())
 
     def touch(self, session: BrowserSession) -> None:
         """Record activity, at most once per interval: a write per page view would cost more than it tells."""
@@ -127,10 +133,11 @@ class Sessions:
             db.session.rollback()
             return False
         self._mark_ended(session, reason, utcnow())
-        user_id = session.user_id
+        event = {"session_id": session_id, "user_id": session.user_id, "reason": reason, "actor_type": actor_type,
+                 "actor_id": actor_id}
+        session_ending.send(self, **event)
         db.session.commit()
-        session_ended.send(self, session_id=session_id, user_id=user_id, reason=reason, actor_type=actor_type,
-                           actor_id=actor_id)
+        session_ended.send(self, **event)
         return True
 
     def _mark_ended(self, session: BrowserSession, reason: str, now: datetime) -> None:

@@ -36,7 +36,7 @@ def wants_json() -> bool:
 def error_response(status: int, message: str, error: str | None = None, title: str | None = None):
     if wants_json():
         body = {"error": error or _code_for(status), "error_description": message}
-        return jsonify(body), status
+        return jsonify(body), status, {"Cache-Control": "no-store"}
     html = render_template("errors/error.html", title=title or _TITLES.get(status, "Error"), message=message)
     return html, status
 
