@@ -561,3 +561,34 @@ def test_an_admin_with_a_second_factor_proves_it_again_after_a_trusted_device_si
     asked = admin.post(f"/admin/users/{alice_id}/lock", data={"csrf_token": csrf})
     assert asked.status_code == 302 and "reauth=1" in asked.headers["Location"]
     assert _user(app, alice_id).locked_at is None
+
+
+def test_logout_deliveries_page_shows_each_app_told_and_each_still_retried(app, http_receiver):
+    app.config["IDP_DELIVER_LOGOUTS_IMMEDIATELY"] = False
+    alice_id = create_user(app)
+    with app.app_context():
+        client, secret = app.extensions["idp"].clients.create(
+            name="Camera app", redirect_uris=["https://rp.example/cb"], first_party=True,
+            backchannel_logout_uri=http_receiver.url("/bcl"))
+        rp = {"client_id": client.client_id, "client_secret": secret, "redirect_uri": "https://rp.example/cb"}
+    camera = OIDCBrowser(new_browser(app))
+    assert camera.exchange(rp, camera.login_and_get_code(rp, EMAIL)["code"]).status_code == 200
+    admin, _ = _admin(app)
+    [session_id] = _session_ids(app, alice_id).values()
+    assert _post(admin, f"/admin/users/{alice_id}/logout").status_code == 302
+
+    page = _page(admin, "/admin/logout-deliveries?status=pending")
+    assert "Camera app" in page and session_id[:8] in page and 'data-status="pending"' in page
+    http_receiver.status = 503
+    with app.app_context():
+        from idp.notify.delivery import LogoutDeliverer
+
+        LogoutDeliverer().deliver_due()
+    page = _page(admin, "/admin/logout-deliveries")
+    assert "HTTP 503" in page and 'data-status="pending"' in page
+    assert _page(admin, "/admin/logout-deliveries?status=delivered").count("data-status=") == 0
+
+    outsider = new_browser(app)
+    create_user(app, email="carol@example.com")
+    assert password_step(outsider, "carol@example.com").status_code == 303
+    assert outsider.get("/admin/logout-deliveries").status_code == 403
