@@ -4,6 +4,7 @@ prefix and drops them at the end. Under CI=true a missing PostgreSQL or Redis fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import uuid
@@ -35,20 +36,27 @@ def _unavailable(what: str, error: Exception):
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    """A database of this run's own, migrated once; dropped at the end."""
-    name = f"idp_test_{RUN_ID}"
+@contextlib.contextmanager
+def fresh_pg_database(name: str):
+    """An empty PostgreSQL database for the block (SQLAlchemy URL), dropped afterwards."""
     try:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
         _unavailable("PostgreSQL", exc)
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{base}/{name}"
-    yield url
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A database of this run's own, migrated once; dropped at the end."""
+    with fresh_pg_database(f"idp_test_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -99,43 +99,34 @@ def totp_remove(credential_id: str):
     return redirect(url_for("account.security"))
 
 
-@bp.post("/account/security/email-codes")
+# Sent-code methods: (user flag, what must be verified first, its message, the name people read).
+_CODE_CHANNELS = {
+    "email": ("email_otp_enabled", lambda u: u.email_verified, "Verify your email address first.", "Email codes"),
+    "sms": ("sms_otp_enabled", lambda u: bool(u.phone and u.phone_verified), "Add and verify a phone number first.",
+            "SMS codes"),
+}
+
+
+@bp.post("/account/security/email-codes", defaults={"channel": "email"}, endpoint="email_codes")
+@bp.post("/account/security/sms-codes", defaults={"channel": "sms"}, endpoint="sms_codes")
 @recently_signed_in
-def email_codes():
+def code_channel(channel: str):
+    """Turn email or SMS codes on or off; only for a verified address or number."""
+    flag, verified, unverified_message, label = _CODE_CHANNELS[channel]
     svc = services()
     user = g.account_user
     enable = request.form.get("enabled") == "1"
-    had_factor = svc.factors.has_second_factor(user)
-    if enable and not user.email_verified:
-        flash("Verify your email address first.", "error")
-        return redirect(url_for("account.security"))
-    user.email_otp_enabled = enable
-    svc.accounts.save(user)
-    if enable:
-        factor_added(had_factor, "email")
-    else:
-        factors_reset_trust("email")
-    flash("Email codes are on." if enable else "Email codes are off.", "notice")
-    return redirect(url_for("account.security"))
-
-
-@bp.post("/account/security/sms-codes")
-@recently_signed_in
-def sms_codes():
-    svc = services()
-    user = g.account_user
-    enable = request.form.get("enabled") == "1"
-    if enable and not (user.phone and user.phone_verified):
-        flash("Add and verify a phone number first.", "error")
+    if enable and not verified(user):
+        flash(unverified_message, "error")
         return redirect(url_for("account.security"))
     had_factor = svc.factors.has_second_factor(user)
-    user.sms_otp_enabled = enable
+    setattr(user, flag, enable)
     svc.accounts.save(user)
     if enable:
-        factor_added(had_factor, "sms")
+        factor_added(had_factor, channel)
     else:
-        factors_reset_trust("sms")
-    flash("SMS codes are on." if enable else "SMS codes are off.", "notice")
+        factors_reset_trust(channel)
+    flash(f"{label} are on." if enable else f"{label} are off.", "notice")
     return redirect(url_for("account.security"))
 
 

@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 import requests
 
-from tests.conftest import PG_ADMIN_URL, RUN_ID, _unavailable
+from tests.conftest import RUN_ID, fresh_pg_database
 
 IDP = str(Path(sys.executable).with_name("idp"))
 
@@ -99,16 +98,9 @@ def sign_in_form(page_html: str, email: str, password: str) -> dict:
 @pytest.fixture
 def deployment(tmp_path, redis_url):
     name = f"idp_e2e_{RUN_ID}_{tmp_path.name[-12:].replace('-', '_').lower()}"
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        _unavailable("PostgreSQL", exc)
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    live = LiveDeployment(tmp_path, f"{base}/{name}", redis_url)
-    try:
-        yield live
-    finally:
-        live.stop()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database(name) as database_url:
+        live = LiveDeployment(tmp_path, database_url, redis_url)
+        try:
+            yield live
+        finally:
+            live.stop()

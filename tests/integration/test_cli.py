@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-import psycopg
 import pytest
 from click.testing import CliRunner
 
 from idp.cli import main
 from idp.settings import PROJECT_ROOT
-from tests.conftest import PG_ADMIN_URL, RUN_ID
+from tests.conftest import RUN_ID, fresh_pg_database
 
 # Revisions are numbered files (0001_…, 0002_…); the newest is the head.
 HEAD_REVISION = sorted(p.name for p in (PROJECT_ROOT / "migrations" / "versions").glob("[0-9]*.py"))[-1][:4]
@@ -119,16 +118,7 @@ def test_keys_rotate_keeps_old_public_keys_published(run, tmp_path):
 
 
 def test_postgres_commands_require_init_and_init_migrates(run, redis_url):
-    name = f"idp_cli_{RUN_ID}"
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        from tests.conftest import _unavailable
-
-        _unavailable("PostgreSQL", exc)
-    url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    try:
+    with fresh_pg_database(f"idp_cli_{RUN_ID}") as url:
         before = run("users", "create", "--email", "a@example.com", "--password", "a long passphrase here",
                      IDP_DATABASE_URL=url)
         assert before.exit_code == 2 and "idp init" in before.stderr
@@ -136,9 +126,6 @@ def test_postgres_commands_require_init_and_init_migrates(run, redis_url):
         created = _json(run("users", "create", "--email", "a@example.com", "--password", "a long passphrase here",
                             IDP_DATABASE_URL=url))
         assert created["email"] == "a@example.com"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_invalid_configuration_is_a_clear_error(run):
