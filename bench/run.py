@@ -1,0 +1,660 @@
+"""Load benchmark of idp under gunicorn on PostgreSQL + Redis, driven by wrk over loopback.
+
+    .venv/bin/python bench/run.py [--duration 10] [--connections 16] [--workers 2]
+
+Creates a throwaway PostgreSQL database and Redis prefix, runs `idp init`, registers clients and a
+user, starts `idp serve` on a free 127.0.0.1 port, runs the wrk scenarios, measures back-channel
+logout propagation, then the reference points (a bare Flask app under the same gunicorn settings,
+raw argon2 verify/s), prints a table and writes bench/results/<timestamp>.json. Every process it
+started is stopped and the database and Redis keys are dropped on the way out, whatever happened.
+See bench/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import psycopg
+import redis
+import requests
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+WRK_DIR = BENCH_DIR / "wrk"
+RESULTS_DIR = BENCH_DIR / "results"
+IDP = str(Path(sys.executable).with_name("idp"))
+PG_ADMIN_URL = os.environ.get("IDP_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("IDP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+EMAIL = "bench@example.com"
+PASSWORD = "a long and memorable benchmark passphrase"
+REDIRECT_URI = "http://127.0.0.1:9/callback"  # never contacted: the code is read from the Location header
+SCOPE = "openid profile email offline_access"
+HTTP_TIMEOUT = 15
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def basic_auth(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile, as wrk reports them."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+# --------------------------------------------------------------------------------------------- processes
+
+class Server:
+    """A gunicorn master (idp serve or the reference app) in its own process group."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_path: Path, base_url: str, probe: str):
+        self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
+        self.base_url, self.probe = base_url, probe
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
+                                        start_new_session=True, cwd=ROOT)
+        log_file.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"{self.name} exited at start:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(self.base_url + self.probe, timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise BenchError(f"{self.name} did not answer within {timeout:.0f} s")
+
+    def worker_pids(self) -> list[int]:
+        if self.process is None or self.process.poll() is not None:
+            return []
+        pids = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            try:
+                pids += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return sorted(pids)
+
+    def rss(self) -> dict:
+        """VmRSS in MiB of the master and of each worker, read from /proc."""
+        def vmrss(pid: int) -> float | None:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        return round(int(line.split()[1]) / 1024, 1)
+            except OSError:
+                return None
+            return None
+
+        workers = [v for v in (vmrss(p) for p in self.worker_pids()) if v is not None]
+        return {"master_mib": vmrss(self.process.pid) if self.process else None, "workers_mib": workers,
+                "workers_max_mib": max(workers) if workers else None}
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+
+
+class LogoutReceiver:
+    """The relying app's back-channel logout endpoint: records when each sid's logout token arrives."""
+
+    def __init__(self):
+        self.arrivals: dict[str, float] = {}
+        self.cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                arrived = time.monotonic()
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                try:
+                    sid = jwt_claims(form["logout_token"][0])["sid"]
+                except (KeyError, IndexError, ValueError):
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                with receiver.cond:
+                    receiver.arrivals.setdefault(sid, arrived)
+                    receiver.cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/backchannel-logout"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> LogoutReceiver:
+        self.thread.start()
+        return self
+
+    def wait_for(self, sid: str, timeout: float) -> float | None:
+        with self.cond:
+            self.cond.wait_for(lambda: sid in self.arrivals, timeout=timeout)
+            return self.arrivals.get(sid)
+
+    def stop(self) -> None:
+        if self.thread.is_alive():  # shutdown() would wait forever for a loop that never ran
+            self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# --------------------------------------------------------------------------------------------- deployment
+
+class Deployment:
+    def __init__(self, run_id: str, workdir: Path):
+        self.run_id = run_id
+        self.workdir = workdir
+        self.db_name = f"idp_bench_{run_id}"
+        self.redis_prefix = f"idp-bench-{run_id}:"
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        self.env = {
+            **os.environ,
+            "IDP_ISSUER": self.issuer,
+            "IDP_DATABASE_URL": f"{base}/{self.db_name}",
+            "IDP_REDIS_URL": REDIS_URL,
+            "IDP_REDIS_PREFIX": self.redis_prefix,
+            "IDP_INSTANCE_DIR": str(workdir / "instance"),
+            "IDP_SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
+            "IDP_MAIL_URL": f"file://{workdir}/mail",
+            "IDP_CONFIG_FILE": str(workdir / "no-config.toml"),  # only this run's environment counts
+        }
+        # argon2 and every other setting keep their defaults: those are what is measured.
+        for key in list(self.env):
+            if key.startswith("IDP_") and key not in (
+                "IDP_ISSUER", "IDP_DATABASE_URL", "IDP_REDIS_URL", "IDP_REDIS_PREFIX", "IDP_INSTANCE_DIR",
+                "IDP_SECRET_KEY", "IDP_MAIL_URL", "IDP_CONFIG_FILE",
+            ):
+                del self.env[key]
+        self.db_created = False
+
+    def create_database(self) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.db_created = True
+
+    def drop(self) -> None:
+        if self.db_created:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            self.db_created = False
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        for key in client.scan_iter(match=f"{self.redis_prefix}*", count=1000):
+            client.delete(key)
+
+    def cli(self, *args: str) -> dict:
+        done = subprocess.run([IDP, *args], env=self.env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        if done.returncode != 0:
+            raise BenchError(f"idp {' '.join(args[:2])} failed: {done.stderr.strip()}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def sign_in(issuer: str, client_id: str, secret: str) -> dict:
+    """Authorization request → hosted sign-in form (password) → callback → code exchange.
+
+    Returns the token response plus the wall time of the whole thing."""
+    started = time.monotonic()
+    browser = requests.Session()
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    state = secrets.token_urlsafe(12)
+    url = f"{issuer}/authorize?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": SCOPE,
+        "state": state, "nonce": secrets.token_urlsafe(12), "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    })
+    response = browser.get(url, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    if response.status_code != 302 or "/login" not in response.headers.get("Location", ""):
+        raise BenchError(f"authorize did not send to /login: {response.status_code} {response.text[:200]}")
+    page = browser.get(urljoin(url, response.headers["Location"]), allow_redirects=False, timeout=HTTP_TIMEOUT)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    nxt = re.search(r'name="next" value="([^"]*)"', page.text)
+    if not (csrf and nxt):
+        raise BenchError(f"no sign-in form: {page.status_code} {page.text[:200]}")
+    response = browser.post(page.url.split("?")[0], allow_redirects=False, timeout=HTTP_TIMEOUT, data={
+        "csrf_token": csrf.group(1), "next": nxt.group(1), "username": EMAIL, "password": PASSWORD})
+    for _ in range(6):
+        location = response.headers.get("Location", "")
+        if response.status_code not in (302, 303) or not location:
+            raise BenchError(f"sign-in stopped at {response.status_code}: {response.text[:200]}")
+        if location.startswith(REDIRECT_URI):
+            break
+        response = browser.get(urljoin(page.url, location), allow_redirects=False, timeout=HTTP_TIMEOUT)
+    else:
+        raise BenchError("sign-in never reached the redirect URI")
+    params = parse_qs(urlsplit(location).query)
+    if params.get("state") != [state] or "code" not in params:
+        raise BenchError(f"bad callback: {location}")
+    token = requests.post(f"{issuer}/token", timeout=HTTP_TIMEOUT, auth=(client_id, secret), data={
+        "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier})
+    if token.status_code != 200:
+        raise BenchError(f"code exchange failed: {token.status_code} {token.text[:200]}")
+    body = token.json()
+    body["_seconds"] = time.monotonic() - started
+    return body
+
+
+def mint(issuer: str, client: dict, count: int, parallel: int) -> tuple[list[dict], float]:
+    started = time.monotonic()
+    with ThreadPoolExecutor(parallel) as pool:
+        tokens = list(pool.map(lambda _: sign_in(issuer, client["client_id"], client["client_secret"]),
+                               range(count)))
+    return tokens, time.monotonic() - started
+
+
+# --------------------------------------------------------------------------------------------- wrk
+
+def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int | None = None) -> dict:
+    duration = duration if duration is not None else args.duration
+    wrk_threads = max(1, min(args.wrk_threads, args.connections))
+    argv = ["wrk", "-t", str(wrk_threads), "-c", str(args.connections), "-d", f"{duration}s",
+            "--timeout", f"{int(args.wrk_timeout)}s", "-s", str(WRK_DIR / script), url]
+    full_env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_THREADS": str(wrk_threads), **(env or {})}
+    done = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=duration + 60)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stdout[-1500:]} {done.stderr[-1500:]}")
+    raw = json.loads(line[len("BENCH_JSON "):])
+    seconds = raw["duration_us"] / 1e6
+    socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    return {
+        "requests": raw["requests"],
+        "rps": round(raw["requests"] / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+        "errors": raw["status"] + socket_errors + raw["script_errors"],
+        "error_detail": {"non_2xx_3xx": raw["status"], "socket": socket_errors, "script": raw["script_errors"]},
+        "wrk": {"threads": wrk_threads, "connections": args.connections, "duration_s": duration,
+                "script": f"bench/wrk/{script}"},
+    }
+
+
+# --------------------------------------------------------------------------------------------- argon2
+
+def _verify_loop(seconds: float) -> int:
+    from argon2 import PasswordHasher
+
+    from idp.settings import Settings
+
+    s = Settings()
+    hasher = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib,
+                            parallelism=s.argon2_parallelism)
+    digest = hasher.hash(PASSWORD)
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        hasher.verify(digest, PASSWORD)
+        count += 1
+    return count
+
+
+def argon2_rate(seconds: float, processes: int) -> dict:
+    """argon2id verify/s with idp.settings defaults: one core in-process, then `processes` in parallel."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from idp.settings import Settings
+
+    s = Settings()
+    single = _verify_loop(seconds) / seconds
+    with ProcessPoolExecutor(processes) as pool:
+        parallel = sum(pool.map(_verify_loop, [seconds] * processes)) / seconds
+    return {"time_cost": s.argon2_time_cost, "memory_kib": s.argon2_memory_kib,
+            "parallelism": s.argon2_parallelism, "verify_per_s_one_process": round(single, 1),
+            "verify_per_s_parallel": round(parallel, 1), "parallel_processes": processes,
+            "ms_per_verify": round(1000 / single, 2) if single else None}
+
+
+# --------------------------------------------------------------------------------------------- scenarios
+
+def revocation_propagation(issuer: str, sessions: list[dict], admin: dict, rp: dict,
+                           receiver: LogoutReceiver) -> dict:
+    """End each session through the admin API; time until the RP's back-channel endpoint has the
+    logout token, and until introspection of the session's access token says inactive."""
+    token = requests.post(f"{issuer}/token", timeout=HTTP_TIMEOUT, auth=(admin["client_id"], admin["client_secret"]),
+                          data={"grant_type": "client_credentials", "scope": "admin"})
+    if token.status_code != 200:
+        raise BenchError(f"admin token: {token.status_code} {token.text[:200]}")
+    bearer = {"Authorization": "Bearer " + token.json()["access_token"]}
+    delete_ms, logout_ms, inactive_ms, missing, errors = [], [], [], 0, 0
+    http = requests.Session()
+    for tokens in sessions:
+        sid = jwt_claims(tokens["id_token"])["sid"]
+        started = time.monotonic()
+        response = http.delete(f"{issuer}/api/admin/sessions/{sid}", headers=bearer, timeout=HTTP_TIMEOUT)
+        deleted = time.monotonic()
+        if response.status_code != 204:
+            errors += 1
+            continue
+        delete_ms.append((deleted - started) * 1000)
+        deadline = started + 10
+        while time.monotonic() < deadline:
+            answer = http.post(f"{issuer}/introspect", auth=(rp["client_id"], rp["client_secret"]),
+                               data={"token": tokens["access_token"], "token_type_hint": "access_token"},
+                               timeout=HTTP_TIMEOUT)
+            if answer.status_code == 200 and answer.json().get("active") is False:
+                inactive_ms.append((time.monotonic() - started) * 1000)
+                break
+            time.sleep(0.002)
+        else:
+            errors += 1
+        arrived = receiver.wait_for(sid, timeout=max(0.0, started + 30 - time.monotonic()))
+        if arrived is None:
+            missing += 1
+        else:
+            logout_ms.append((arrived - started) * 1000)
+
+    def summary(values):
+        return {"n": len(values), "p50_ms": _r(percentile(values, 50)), "p99_ms": _r(percentile(values, 99)),
+                "max_ms": _r(max(values) if values else None)}
+
+    return {"sessions": len(sessions), "errors": errors, "logout_token_missing_after_30s": missing,
+            "admin_delete": summary(delete_ms), "backchannel_logout_received": summary(logout_ms),
+            "introspection_inactive": summary(inactive_ms)}
+
+
+def _r(value):
+    return None if value is None else round(value, 2)
+
+
+# --------------------------------------------------------------------------------------------- output
+
+def print_table(results: dict) -> None:
+    flask_rps = results["reference"]["bare_flask_get"]["rps"]
+    rows = [("scenario", "req/s", "p50 ms", "p99 ms", "errors", "× bare Flask")]
+    for name, r in results["scenarios"].items():
+        ratio = f"{r['rps'] / flask_rps:.3f}" if flask_rps else "-"
+        rows.append((name, f"{r['rps']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["errors"]), ratio))
+    ref = results["reference"]["bare_flask_get"]
+    rows.append(("reference: bare Flask GET", f"{ref['rps']:.1f}", f"{ref['p50_ms']:.2f}", f"{ref['p99_ms']:.2f}",
+                 str(ref["errors"]), "1.000"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    a = results["reference"]["argon2"]
+    print(f"\nargon2id m={a['memory_kib']} KiB t={a['time_cost']} p={a['parallelism']}: "
+          f"{a['verify_per_s_one_process']:.1f} verify/s on one core ({a['ms_per_verify']} ms), "
+          f"{a['verify_per_s_parallel']:.1f}/s with {a['parallel_processes']} processes")
+    m = results["signin_premint"]
+    print(f"sign-in (authorize → password → code exchange, no second factor; Python requests, "
+          f"{m['parallel']} threads): {m['sessions_per_s']:.1f} sessions/s over {m['sessions']} sessions, "
+          f"p50 {m['p50_ms']:.0f} ms; {m['sessions_per_s'] / a['verify_per_s_parallel']:.2f} × parallel argon2 rate")
+    rv = results.get("revocation_propagation")
+    if rv:
+        print(f"revocation ({rv['sessions']} sessions ended one at a time via DELETE /api/admin/sessions/{{sid}}): "
+              f"back-channel logout token at RP p50 {rv['backchannel_logout_received']['p50_ms']} ms / "
+              f"p99 {rv['backchannel_logout_received']['p99_ms']} ms; introspection inactive p50 "
+              f"{rv['introspection_inactive']['p50_ms']} ms / p99 {rv['introspection_inactive']['p99_ms']} ms; "
+              f"admin DELETE p50 {rv['admin_delete']['p50_ms']} ms; errors {rv['errors']}, "
+              f"missing tokens {rv['logout_token_missing_after_30s']}")
+    rss = results["rss"]
+    print(f"worker RSS after load (MiB): idp {rss['idp_after']['workers_mib']} (idle "
+          f"{rss['idp_idle']['workers_mib']}), bare Flask {rss['reference_after']['workers_mib']}")
+    print(f"refresh_token rotation: {results['scenarios']['POST token refresh_token']['method']}")
+    print(f"\nresults: {results['results_file']}")
+
+
+# --------------------------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Load benchmark of idp (see bench/README.md).")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario (default 10)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for idp and the reference app")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (idp serve default 4)")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--wrk-timeout", type=int, default=5, help="wrk request timeout in seconds (default 5)")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up load before measuring")
+    parser.add_argument("--sessions", type=int, default=20,
+                        help="sign-ins ended for the revocation-propagation scenario (0 skips it)")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep server logs and the instance folder")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.duration > 600 or args.connections < 1 or args.workers < 1:
+        parser.error("need 0 < --duration <= 600, --connections >= 1, --workers >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed. On Debian/Ubuntu:\n\n    apt-get install -y wrk\n", file=sys.stderr)
+        return 2
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+
+    # SIGTERM takes the same way out as Ctrl-C, through every finally below.
+    def interrupted(*_):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id = f"{stamp.lower()}_{secrets.token_hex(3)}"
+    workdir = Path(tempfile.mkdtemp(prefix="idp-bench-"))
+    deployment = Deployment(run_id, workdir)
+    receiver = LogoutReceiver()
+    servers: list[Server] = []
+    results: dict = {
+        "started_at": stamp,
+        "settings": {"duration_s": args.duration, "connections": args.connections, "workers": args.workers,
+                     "threads": args.threads, "wrk_threads": args.wrk_threads, "warmup_s": args.warmup},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "wrk": wrk_version[0] if wrk_version else None,
+                    "note": "wrk, idp, PostgreSQL and Redis share this machine's CPUs"},
+        "scenarios": {},
+    }
+    ok = False
+    try:
+        try:
+            deployment.create_database()
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        except (psycopg.OperationalError, redis.RedisError) as exc:
+            raise BenchError(f"PostgreSQL ({PG_ADMIN_URL}) and Redis ({REDIS_URL}) must be reachable: {exc}")
+        receiver.start()
+        log(f"database {deployment.db_name}, redis prefix {deployment.redis_prefix}, workdir {workdir}")
+        deployment.cli("init")
+        deployment.cli("users", "create", "--email", EMAIL, "--password", PASSWORD, "--name", "Bench User")
+        cc = deployment.cli("clients", "create", "--name", "bench machine client",
+                            "--grant-type", "client_credentials", "--scope", "openid")
+        rp = deployment.cli("clients", "create", "--name", "bench relying app", "--first-party",
+                            "--redirect-uri", REDIRECT_URI, "--grant-type", "authorization_code",
+                            "--grant-type", "refresh_token", "--scope", SCOPE,
+                            "--backchannel-logout-uri", receiver.url)
+        admin = deployment.cli("clients", "create", "--name", "bench admin", "--grant-type", "client_credentials",
+                               "--scope", "admin")
+
+        idp = Server("idp serve", [IDP, "serve", "--host", "127.0.0.1", "--port", str(deployment.port),
+                                   "--workers", str(args.workers), "--threads", str(args.threads)],
+                     deployment.env, workdir / "idp-serve.log", deployment.issuer, "/.well-known/openid-configuration")
+        servers.append(idp)
+        log(f"starting idp serve on {deployment.issuer} ({args.workers} workers × {args.threads} threads)")
+        idp.start()
+        rss_idle = idp.rss()
+
+        # Refresh chains (one per connection plus as many spares), tokens for UserInfo / introspection,
+        # and the sessions the revocation scenario ends, all through the hosted sign-in form.
+        pool_size = 2 * args.connections
+        parallel = max(2, args.workers * args.threads)
+        log(f"signing in {pool_size + args.sessions} times through the hosted form ({parallel} in parallel)")
+        minted, seconds = mint(deployment.issuer, rp, pool_size + args.sessions, parallel)
+        signin_times = [t["_seconds"] * 1000 for t in minted]
+        results["signin_premint"] = {
+            "sessions": len(minted), "seconds": round(seconds, 2), "parallel": parallel,
+            "sessions_per_s": round(len(minted) / seconds, 2), "p50_ms": _r(percentile(signin_times, 50)),
+            "p99_ms": _r(percentile(signin_times, 99)),
+            "what": "authorize → login page → password POST → redirects → code exchange; no second factor",
+        }
+        pool, revocation_sessions = minted[:pool_size], minted[pool_size:]
+        access_file = workdir / "access_tokens.txt"
+        access_file.write_text("\n".join(t["access_token"] for t in pool) + "\n")
+        refresh_file = workdir / "refresh_tokens.txt"
+        refresh_file.write_text("\n".join(t["refresh_token"] for t in pool) + "\n")
+
+        cc_auth = basic_auth(cc["client_id"], cc["client_secret"])
+        rp_auth = basic_auth(rp["client_id"], rp["client_secret"])
+        cc_env = {"BENCH_BODY": "grant_type=client_credentials", "BENCH_AUTH": cc_auth}
+        probe = requests.post(f"{deployment.issuer}/token", data={"grant_type": "client_credentials"},
+                              headers={"Authorization": cc_auth}, timeout=HTTP_TIMEOUT)
+        if probe.status_code != 200:
+            raise BenchError(f"client_credentials probe failed: {probe.status_code} {probe.text[:200]}")
+
+        if args.warmup > 0:
+            log(f"warm-up {args.warmup:g} s")
+            run_wrk(deployment.issuer + "/.well-known/openid-configuration", "get.lua", args, duration=args.warmup)
+            run_wrk(deployment.issuer + "/token", "post_form.lua", args, cc_env, duration=args.warmup)
+
+        plan = [
+            ("GET discovery", "/.well-known/openid-configuration", "get.lua", {}),
+            ("GET JWKS", "/jwks", "get.lua", {}),
+            ("POST token client_credentials", "/token", "post_form.lua", cc_env),
+            ("POST introspection", "/introspect", "introspect.lua",
+             {"BENCH_TOKENS_FILE": str(access_file), "BENCH_AUTH": rp_auth}),
+            ("GET UserInfo", "/userinfo", "userinfo.lua", {"BENCH_TOKENS_FILE": str(access_file)}),
+            # Last: rotating a family may retire the access tokens the two scenarios above send.
+            ("POST token refresh_token", "/token", "refresh.lua",
+             {"BENCH_TOKENS_FILE": str(refresh_file), "BENCH_AUTH": rp_auth}),
+        ]
+        for name, path, script, env in plan:
+            log(f"{name}: wrk {args.duration:g} s, {args.connections} connections")
+            results["scenarios"][name] = run_wrk(deployment.issuer + path, script, args, env)
+        results["scenarios"]["POST token refresh_token"]["method"] = (
+            f"wrk + bench/wrk/refresh.lua: {args.connections} pre-minted refresh tokens start one rotation chain "
+            f"per connection ({args.connections} spares replace broken chains); each request sends the token "
+            f"the previous answer returned, none is sent twice")
+        results["rss"] = {"idp_idle": rss_idle, "idp_after": idp.rss()}
+
+        if args.sessions > 0:
+            log(f"revocation propagation: ending {len(revocation_sessions)} sessions one at a time")
+            results["revocation_propagation"] = revocation_propagation(deployment.issuer, revocation_sessions,
+                                                                       admin, rp, receiver)
+        idp.stop()
+
+        ref_port = free_port()
+        reference = Server("bare Flask reference", [sys.executable, str(BENCH_DIR / "reference_app.py"), "--port",
+                                                     str(ref_port), "--workers", str(args.workers), "--threads",
+                                                     str(args.threads)],
+                           {**os.environ}, workdir / "reference.log", f"http://127.0.0.1:{ref_port}",
+                           "/.well-known/openid-configuration")
+        servers.append(reference)
+        log("bare Flask reference app under the same gunicorn settings")
+        reference.start()
+        url = reference.base_url + "/.well-known/openid-configuration"
+        if args.warmup > 0:
+            run_wrk(url, "get.lua", args, duration=args.warmup)
+        results["reference"] = {"bare_flask_get": run_wrk(url, "get.lua", args)}
+        results["rss"]["reference_after"] = reference.rss()
+        reference.stop()
+
+        log("argon2 verify rate")
+        results["reference"]["argon2"] = argon2_rate(min(3.0, args.duration), max(1, os.cpu_count() or 1))
+
+        flask_rps = results["reference"]["bare_flask_get"]["rps"]
+        for r in results["scenarios"].values():
+            r["ratio_to_bare_flask"] = round(r["rps"] / flask_rps, 4) if flask_rps else None
+        RESULTS_DIR.mkdir(exist_ok=True)
+        out = RESULTS_DIR / f"{stamp}.json"
+        results["results_file"] = str(out.relative_to(ROOT))
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print_table(results)
+        ok = True
+        return 0
+    except BenchError as exc:
+        log(f"failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        for server in reversed(servers):
+            try:
+                server.stop()
+            except Exception as exc:  # keep cleaning up
+                log(f"stopping {server.name}: {exc}")
+        try:
+            receiver.stop()
+        except Exception as exc:
+            log(f"stopping the logout receiver: {exc}")
+        try:
+            deployment.drop()
+        except Exception as exc:
+            log(f"dropping {deployment.db_name} / {deployment.redis_prefix}*: {exc}")
+        if args.keep_workdir or not ok:
+            log(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
