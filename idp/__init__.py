@@ -99,4 +99,5 @@ def _register_rooms(app: Flask, settings: Settings) -> None:
     app.register_blueprint(api.bp)
     errors.init_app(app)
     headers.init_app(app, settings)
-    app.context_processor(lambda: {"product_name": settings.product_name})
+    app.context_processor(lambda: {"product_name": settings.product_name,
+                                   "signup_enabled": settings.signup_enabled})

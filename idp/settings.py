@@ -72,7 +72,26 @@ class Settings:
     otp_code_ttl: int = 60
     otp_resend_cooldown: int = 30
     trusted_device_ttl: int = 30 * 24 * 3600
+    # An invitation's set-password link works this long (and once).
+    invitation_ttl: int = 7 * 24 * 3600
     reauth_max_age: int = 5 * 60
+    # Password policy (SPEC §6.10; NIST SP 800-63B §5.1.1.2 asks for at least 8, 15 when the password
+    # is the only factor; 12 is the product's floor with a strength estimator on top).
+    password_min_length: int = 12
+    # Composition rules: NIST SP 800-63B says SHOULD NOT (rev 3) / SHALL NOT (rev 4) impose them, so all
+    # are off; a deployment bound by an older policy can turn them on.
+    password_require_lower: bool = False
+    password_require_upper: bool = False
+    password_require_digit: bool = False
+    password_require_symbol: bool = False
+    # Password reset (/reset): how many reset requests per account and per IP in a window. The per-IP
+    # limit is generous for an office behind one NAT address; the per-account one stops mail bombing.
+    password_reset_per_account: int = 5
+    password_reset_per_ip: int = 50
+    password_reset_window: int = 60 * 60
+    # The first reset step answers no sooner than this, whether or not the account exists and a code was
+    # sent, so response time does not reveal which addresses have accounts (ASVS 6.3.8 / D08).
+    password_reset_min_response_ms: int = 500
     # argon2id: OWASP minimum is m=19 MiB, t=2, p=1; we use 19 MiB, t=2, p=1 to keep sign-in fast
     # on small servers. Hashes made with other parameters are rehashed at the next sign-in.
     argon2_time_cost: int = 2
@@ -114,13 +133,14 @@ _ENV_KEYS = {
 _INT_FIELDS = {f.name for f in dataclasses.fields(Settings) if f.type in ("int", int)}
 # Zero means "none" for these; for every other number zero cannot work (a zero TTL is refused by the
 # store, a zero limit locks everyone out), so it is refused at start-up rather than at the first sign-in.
-_MAY_BE_ZERO = {"proxy_hops", "session_touch_interval"}
+_MAY_BE_ZERO = {"proxy_hops", "session_touch_interval", "password_reset_min_response_ms"}
+_BOOL_FIELDS = {f.name for f in dataclasses.fields(Settings) if f.type in ("bool", bool)}
 
 
 def _coerce(name: str, raw) -> object:
     if name == "instance_dir":
         return Path(str(raw)).expanduser().resolve()
-    if name == "signup_enabled":
+    if name in _BOOL_FIELDS:
         return raw if isinstance(raw, bool) else _bool(str(raw))
     if name in _INT_FIELDS:
         # int() would quietly turn a TOML 1.5 into 1 and true into 1.

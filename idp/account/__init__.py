@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("account", __name__)
 
-from idp.account import devices, passkeys, security, sessions, views  # noqa: E402,F401  (registers the routes)
+from idp.account import contact, deletion, devices, passkeys, security, sessions, views  # noqa: E402,F401  (registers the routes)

@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from idp.admin import clients, deliveries, tokens, users  # noqa: E402,F401  (registers the routes)
+from idp.admin import clients, deliveries, invitations, tokens, users  # noqa: E402,F401  (registers the routes)

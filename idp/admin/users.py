@@ -1,5 +1,5 @@
 """/admin and /admin/users/<id>: find a person; see their sessions, devices, factors and audit trail;
-end sessions, reset the second factors, lock and unlock."""
+end sessions, reset the second factors, lock and unlock, delete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask import flash, g, redirect, render_template, request, url_for
 from idp.admin import bp
 from idp.admin.guards import admin_action, admin_actions, admin_page
 from idp.api.serializers import device_json, event_json, sessions_json, user_json
-from idp.domain.errors import NotFound
+from idp.domain.errors import Conflict, NotFound
 from idp.services import services
 
 FACTOR_NAMES = {
@@ -105,6 +105,29 @@ def lock(user_id: str):
         ended = admin_actions().lock(person)["sessions_ended"]
         flash(f"The account is locked; {ended} session(s) were ended.", "notice")
     return _back(user_id)
+
+
+@bp.post("/admin/users/<user_id>/delete")
+@admin_action(back="admin.user")
+def delete(user_id: str):
+    person = _person(user_id)
+    is_self = person.id == g.account_user.id
+    try:
+        admin_actions().delete_account(person)
+    except Conflict as refused:  # the last administrator
+        flash(refused.public, "error")
+        return _back(user_id)
+    if is_self:
+        from idp.account.deletion import deleted_page
+        from idp.web.cookies import clear_session_cookie
+        from idp.web.current import forget_current_session
+
+        forget_current_session()
+        response = deleted_page()
+        clear_session_cookie(response)
+        return response
+    flash("The account was deleted; its sessions were ended and their apps signed out.", "notice")
+    return redirect(url_for("admin.index"))
 
 
 @bp.post("/admin/users/<user_id>/unlock")

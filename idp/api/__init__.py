@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from idp.api import admin, me, openapi  # noqa: E402,F401  (registers the routes)
+from idp.api import admin, invitations, me, openapi  # noqa: E402,F401  (registers the routes)

@@ -7,6 +7,7 @@ from flask import jsonify, request
 from idp.api import bp
 from idp.api.auth import actor, api_error, json_body, require_scope
 from idp.api.serializers import event_json, sessions_json, user_json
+from idp.domain.errors import Conflict
 from idp.services import services
 from idp.services.accounts import normalise_email
 from idp.services.admin_actions import AdminActions
@@ -32,6 +33,19 @@ def find_users():
 def get_user(user_id: str):
     user, missing = _user_or_404(user_id)
     return missing or jsonify(user_json(user, services().factors.methods(user)))
+
+
+@bp.delete("/admin/users/<user_id>")
+@require_scope("admin")
+def delete_user(user_id: str):
+    user, missing = _user_or_404(user_id)
+    if missing:
+        return missing
+    try:
+        AdminActions(*actor()).delete_account(user)
+    except Conflict as refused:  # the last administrator
+        return api_error(409, "conflict", refused.public)
+    return "", 204
 
 
 @bp.get("/admin/users/<user_id>/sessions")

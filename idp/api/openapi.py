@@ -151,6 +151,23 @@ def document(issuer: str = "http://localhost:5000") -> dict:
                     "locked": {"type": "boolean", "enum": [True]}, "sessions_ended": {"type": "integer"}}},
                 "Unlocked": {"type": "object", "required": ["locked"], "properties": {
                     "locked": {"type": "boolean", "enum": [False]}}},
+                "Invitation": {"type": "object",
+                               "required": ["id", "email", "name", "is_admin", "status", "invited_by", "created_at",
+                                            "expires_at", "accepted_at", "cancelled_at"],
+                               "properties": {
+                                   "id": {"type": "string"}, "email": {"type": "string"},
+                                   "name": {"type": "string", "nullable": True},
+                                   "is_admin": {"type": "boolean"},
+                                   "status": {"type": "string",
+                                              "enum": ["pending", "expired", "accepted", "cancelled"]},
+                                   "invited_by": {"type": "string", "nullable": True,
+                                                  "description": "The administrator's user id or the admin client id"},
+                                   "created_at": {"type": "string", "format": "date-time"},
+                                   "expires_at": {"type": "string", "format": "date-time"},
+                                   "accepted_at": {"type": "string", "format": "date-time", "nullable": True},
+                                   "cancelled_at": {"type": "string", "format": "date-time", "nullable": True}}},
+                "InvitationList": {"type": "object", "required": ["invitations"], "properties": {
+                    "invitations": {"type": "array", "items": {"$ref": "#/components/schemas/Invitation"}}}},
                 "Revoked": {"type": "object", "required": ["revoked"], "properties": {
                     "revoked": {"type": "boolean",
                                 "description": "false when the token is unknown (nothing to revoke)"}}},
@@ -182,9 +199,13 @@ def document(issuer: str = "http://localhost:5000") -> dict:
                                                _responses(_json("#/components/schemas/UserList"), 400, 401, 403)),
                                          "parameters": [{"name": "email", "in": "query", "required": True,
                                                          "schema": {"type": "string"}}]}},
-            "/api/admin/users/{id}": {"get": _op("One user", admin,
-                                                 _responses(_json("#/components/schemas/User"), 401, 403, 404),
-                                                 ["id"])},
+            "/api/admin/users/{id}": {
+                "get": _op("One user", admin, _responses(_json("#/components/schemas/User"), 401, 403, 404), ["id"]),
+                "delete": _op("Delete the account: every session ends (apps get back-channel logout), then the "
+                              "user and its tokens, factors and devices go; the audit trail keeps a tombstone. "
+                              "409 for the last administrator", admin,
+                              _responses({"description": "Deleted"}, 401, 403, 404, 409, ok_status="204"), ["id"]),
+            },
             "/api/admin/users/{id}/sessions": {"get": _op(
                 "A user's open sessions", admin,
                 _responses(_json("#/components/schemas/SessionList"), 401, 403, 404), ["id"])},
@@ -206,6 +227,19 @@ def document(issuer: str = "http://localhost:5000") -> dict:
             "/api/admin/users/{id}/unlock": {"post": _op(
                 "Unlock the account", admin,
                 _responses(_json("#/components/schemas/Unlocked"), 401, 403, 404, 409), ["id"])},
+            "/api/admin/invitations": {
+                "get": _op("Invitations neither accepted nor cancelled, newest first", admin,
+                           _responses(_json("#/components/schemas/InvitationList"), 401, 403)),
+                "post": _op("Invite a person by email: a single-use set-password link, valid 7 days by default",
+                            admin, _responses(_json("#/components/schemas/Invitation", "Invited"), 400, 401, 403,
+                                              409, ok_status="201"), (),
+                            {"type": "object", "required": ["email"], "properties": {
+                                "email": {"type": "string"}, "name": {"type": "string", "nullable": True},
+                                "admin": {"type": "boolean", "default": False}}}),
+            },
+            "/api/admin/invitations/{id}": {"delete": _op(
+                "Cancel an invitation; its link stops working", admin,
+                _responses({"description": "Cancelled"}, 401, 403, 404, 409, ok_status="204"), ["id"])},
             "/api/admin/tokens/revoke": {"post": _op(
                 "Revoke an access or refresh token", admin,
                 _responses(_json("#/components/schemas/Revoked"), 400, 401, 403), (),

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("login", __name__)
 
-from idp.login import passkey, second_factor, views  # noqa: E402,F401  (registers the routes)
+from idp.login import invitation, passkey, reset, second_factor, signup, views  # noqa: E402,F401  (registers the routes)

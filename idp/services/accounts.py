@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import re
 
+from flask import current_app, has_app_context
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from idp.domain.errors import Conflict, DomainError, Throttled
 from idp.extensions import db
+from idp.services import password_policy
 from idp.storage.models import User, utcnow
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
 _PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 1024
+MIN_PASSWORD_LENGTH = 12  # the default of settings.password_min_length
+MAX_PASSWORD_LENGTH = password_policy.MAX_PASSWORD_LENGTH
 
 GENERIC_SIGN_IN_FAILURE = "Incorrect email or password."
 
@@ -40,14 +42,10 @@ def validate_phone(phone: str | None) -> str | None:
     return phone
 
 
-def check_password_policy(password: str, email: str | None = None) -> None:
-    """Minimum rules that hold from the first release; the strength estimator builds on these."""
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
-        raise DomainError(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise DomainError(f"Use at most {MAX_PASSWORD_LENGTH} characters.")
-    if email and password.strip().lower() in {email.lower(), email.split("@")[0].lower()}:
-        raise DomainError("The password must not be your email address.")
+def check_password_policy(password: str, email: str | None = None, name: str | None = None) -> None:
+    """The password policy (idp.services.password_policy) with this app's settings; raises DomainError."""
+    settings = current_app.extensions["idp"].settings if has_app_context() and "idp" in current_app.extensions else None
+    password_policy.check(password, email=email, name=name, settings=settings)
 
 
 class Accounts:
@@ -64,11 +62,14 @@ class Accounts:
         phone: str | None = None,
         is_admin: bool = False,
         email_verified: bool = True,
+        password_hash: str | None = None,
     ) -> User:
+        """`password_hash` instead of `password`: a hash made earlier (sign-up keeps no plain password)."""
         email = validate_email(email)
         phone = validate_phone(phone)
         if password is not None:
-            check_password_policy(password, email)
+            check_password_policy(password, email, name)
+            password_hash = self._passwords.hash(password)
         user = User(
             email=email,
             name=(name or "").strip() or None,
@@ -76,8 +77,8 @@ class Accounts:
             phone_verified=bool(phone),
             email_verified=email_verified,
             is_admin=is_admin,
-            password_hash=self._passwords.hash(password) if password is not None else None,
-            password_changed_at=utcnow() if password is not None else None,
+            password_hash=password_hash,
+            password_changed_at=utcnow() if password_hash is not None else None,
         )
         db.session.add(user)
         try:
@@ -105,10 +106,19 @@ class Accounts:
             raise DomainError("Your current password is not right.")
         if new != confirm:
             raise DomainError("The new passwords do not match.")
-        check_password_policy(new, user.email)
+        check_password_policy(new, user.email, user.name)
         user.password_hash = self._passwords.hash(new)
         user.password_changed_at = utcnow()
         db.session.commit()
+
+    def set_password(self, user: User, new: str) -> None:
+        """A new password without the current one (password reset, after the emailed codes); the
+        caller ends sessions and trust. Clears the sign-in throttle: the owner proved the mailbox."""
+        check_password_policy(new, user.email, user.name)
+        user.password_hash = self._passwords.hash(new)
+        user.password_changed_at = utcnow()
+        db.session.commit()
+        self._store.delete(self._throttle_keys(user.email, None)[0])
 
     # -- password sign-in ---------------------------------------------------------------
 

@@ -49,6 +49,12 @@ class AdminActions:
         self._audit("account_unlocked", user.id, by="admin")
         return {"locked": False}
 
+    def delete_account(self, user: User) -> int:
+        """SPEC §6.10: every session ends (apps told), then the account goes; the trail keeps a tombstone."""
+        from idp.services.account_changes import delete_account
+
+        return delete_account(user, self.actor_type, self.actor_id, self.ip, self.user_agent)
+
     def revoke_token(self, token: str) -> bool:
         """An access token (by jti) or a refresh token (its whole grant) of any client."""
         grants = self.svc.grants

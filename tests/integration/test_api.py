@@ -377,6 +377,20 @@ def test_admin_api_finds_users_and_ends_resets_locks_unlocks_and_revokes(app, cl
     assert sign_ins[-1]["user_agent"] == IPHONE_SAFARI and sign_ins[-1]["actor"] == {"type": "user", "id": user_id}
 
 
+def test_admin_api_invites_lists_and_cancels(app):
+    """The invitation endpoints' answers (details in test_invitations.py)."""
+    token = admin_client(app)["token"]
+    api = Api(app)
+    created = api.post("/api/admin/invitations", token, json={"email": "carol@example.com"})
+    assert created.status_code == 201 and created.json["status"] == "pending"
+    assert api.get("/api/admin/invitations", token).json["invitations"] == [created.json]
+    assert_error(api.post("/api/admin/invitations", token, json={"email": "carol@example.com"}), 409, "conflict")
+    assert_error(api.post("/api/admin/invitations", token, json={}), 400, "invalid_request")
+    assert api.delete(f"/api/admin/invitations/{created.json['id']}", token).status_code == 204
+    assert_error(api.delete(f"/api/admin/invitations/{created.json['id']}", token), 409, "conflict")
+    assert_error(api.delete(f"/api/admin/invitations/{NOBODY}", token), 404, "not_found")
+
+
 # -- who may call what -----------------------------------------------------------------------------------------
 
 
@@ -481,6 +495,16 @@ def test_api_errors_are_json_for_unknown_routes_methods_and_oversized_bodies(app
     huge = http.patch(f"/api/me/devices/{NOBODY}", headers={"Authorization": f"Bearer {token}"},
                       data="x" * (300 * 1024), content_type="application/json")
     assert_error(huge, 413, "invalid_request")
+
+
+def test_admin_api_deletes_a_user_but_not_the_last_administrator(app):
+    user_id = create_user(app)
+    root_id = create_user(app, ROOT, is_admin=True)
+    machine = admin_client(app)
+    api = Api(app)
+    assert api.delete(f"/api/admin/users/{user_id}", machine["token"]).status_code == 204
+    assert_error(api.delete(f"/api/admin/users/{user_id}", machine["token"]), 404, "not_found")
+    assert_error(api.delete(f"/api/admin/users/{root_id}", machine["token"]), 409, "conflict")
 
 
 def test_every_documented_answer_was_given_by_the_tests_above(app, backend, request):
