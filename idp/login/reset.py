@@ -15,7 +15,6 @@ in with the new password and, when they have one, their second factor.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -24,6 +23,7 @@ from flask import make_response, redirect, render_template, request, session as 
 from idp.crypto.secrets import random_token
 from idp.domain.errors import DomainError, ServiceUnavailable, Throttled
 from idp.login import bp
+from idp.login.pending import BrowserBoundState
 from idp.services import services
 from idp.services.accounts import normalise_email
 from idp.services.limits import minutes
@@ -32,6 +32,8 @@ from idp.web.current import client_ip, user_agent
 log = logging.getLogger("idp.reset")
 
 _COOKIE_KEY = "reset_flow"
+_state = BrowserBoundState("reset", _COOKIE_KEY)
+_load, _save, _discard = _state.load, _state.save, _state.discard
 WRONG_CODE = "That code is not right. Check it and try again."
 TOO_MANY = "Too many wrong codes. Please start again."
 EXPIRED = "Your password reset took too long. Please start again."
@@ -40,39 +42,9 @@ ENTER_EMAIL = "Enter the email address of your account."
 CODES, PASSWORD = "codes", "password"  # steps after the first
 
 
-def _key(reset_id: str) -> str:
-    return f"reset:{reset_id}"
-
-
 def _binding(reset_id: str) -> str:
     """The id codes and failure counts are bound to (apart from sign-in and sign-up flow ids)."""
     return f"reset-{reset_id}"
-
-
-def _load() -> dict | None:
-    reset_id = ui_state.get(_COOKIE_KEY)
-    if not reset_id or not isinstance(reset_id, str):
-        return None
-    raw = services().store.get(_key(reset_id))
-    if raw is None:
-        ui_state.pop(_COOKIE_KEY, None)
-        return None
-    return json.loads(raw)
-
-
-def _save(pending: dict) -> bool:
-    remaining = int(pending["started_at"] + services().settings.login_flow_ttl - time.time())
-    if remaining <= 0:
-        _discard(pending)
-        return False
-    services().store.set(_key(pending["id"]), json.dumps(pending), remaining)
-    return True
-
-
-def _discard(pending: dict | None) -> None:
-    if pending is not None:
-        services().store.delete(_key(pending["id"]))
-    ui_state.pop(_COOKIE_KEY, None)
 
 
 def _user(pending: dict):

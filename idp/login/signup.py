@@ -9,7 +9,6 @@ like a wrong code), so the pages tell nobody which addresses are registered.
 
 from __future__ import annotations
 
-import json
 import time
 from types import SimpleNamespace
 
@@ -21,6 +20,7 @@ from idp.crypto.secrets import random_token
 from idp.domain.errors import Conflict, DomainError, ServiceUnavailable, Throttled
 from idp.login import bp
 from idp.login.finish import finish_sign_in
+from idp.login.pending import BrowserBoundState
 from idp.services import services
 from idp.extensions import db
 from idp.services.accounts import check_password_policy, validate_email, validate_phone
@@ -28,6 +28,8 @@ from idp.storage.models import User
 from idp.web.current import client_ip, user_agent
 
 _COOKIE_KEY = "signup_flow"
+_state = BrowserBoundState("signup", _COOKIE_KEY)
+_load, _save, _discard = _state.load, _state.save, _state.discard
 WRONG_CODE = "That code is not right. Check it and try again."
 TOO_MANY = "Too many wrong codes. Please start again."
 EXPIRED = "Your sign-up took too long. Please start again."
@@ -39,39 +41,9 @@ def _require_enabled() -> None:
         abort(404)
 
 
-def _key(signup_id: str) -> str:
-    return f"signup:{signup_id}"
-
-
 def _binding(signup_id: str) -> str:
     """The id codes are bound to (kept apart from sign-in flow ids)."""
     return f"signup-{signup_id}"
-
-
-def _load() -> dict | None:
-    signup_id = ui_state.get(_COOKIE_KEY)
-    if not signup_id:
-        return None
-    raw = services().store.get(_key(signup_id))
-    if raw is None:
-        ui_state.pop(_COOKIE_KEY, None)
-        return None
-    return json.loads(raw)
-
-
-def _save(pending: dict) -> bool:
-    remaining = int(pending["started_at"] + services().settings.login_flow_ttl - time.time())
-    if remaining <= 0:
-        _discard(pending)
-        return False
-    services().store.set(_key(pending["id"]), json.dumps(pending), remaining)
-    return True
-
-
-def _discard(pending: dict | None) -> None:
-    if pending is not None:
-        services().store.delete(_key(pending["id"]))
-    ui_state.pop(_COOKIE_KEY, None)
 
 
 def _recipient(pending: dict) -> SimpleNamespace:
