@@ -19,6 +19,10 @@ def redirect_uri_matches(registered: list[str], requested: str) -> bool:
     parts = urlsplit(requested)
     if parts.scheme != "http" or parts.hostname == "localhost" or not is_loopback_host(parts.hostname):
         return False
+    try:
+        parts.port  # a port that is not a number is no loopback redirect at all
+    except ValueError:
+        return False
     wanted = _without_port(parts)
     return any(_without_port(urlsplit(uri)) == wanted for uri in registered)
 

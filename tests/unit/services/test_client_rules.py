@@ -135,6 +135,8 @@ def test_loopback_ip_may_vary_the_port(registered, requested):
         ("https://127.0.0.1/cb", "https://127.0.0.1:9999/cb"),
         ("http://127.0.0.1/cb", "https://127.0.0.1:9999/cb"),
         ("https://rp.example/cb", "https://rp.example:8443/cb"),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:abc/cb"),  # a port that is not a number
+        ("http://127.0.0.1/cb", "http://127.0.0.1:99999/cb"),
     ],
 )
 def test_port_leeway_is_for_loopback_ip_only_and_nothing_else_may_differ(registered, requested):
