@@ -39,3 +39,7 @@ class ServiceUnavailable(DomainError):
 
     code = "temporarily_unavailable"
     status = 503
+
+
+class DeliveryUnavailable(ServiceUnavailable):
+    """The mail server or SMS gateway did not take a message."""

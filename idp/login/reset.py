@@ -21,7 +21,7 @@ import time
 from flask import make_response, redirect, render_template, request, session as ui_state, url_for
 
 from idp.crypto.secrets import random_token
-from idp.domain.errors import DomainError, ServiceUnavailable, Throttled
+from idp.domain.errors import DeliveryUnavailable, DomainError, ServiceUnavailable, Throttled
 from idp.login import bp
 from idp.login.pending import BrowserBoundState
 from idp.services import services
@@ -129,10 +129,7 @@ def reset_submit():
             "started_at": time.time(),
         }
         if user is not None:
-            binding = _binding(pending["id"])
-            svc.factors.send_code(user, binding, "email", purpose="password reset")
-            if pending["phone"]:
-                svc.factors.send_code(user, binding, "sms", purpose="password reset")
+            _send_codes(user, pending)
         _save(pending)
     except Throttled as throttled:
         _pad(started)
@@ -145,6 +142,18 @@ def reset_submit():
                      user_agent=user_agent())
     _pad(started)
     return redirect(url_for("login.reset_codes"), code=303)
+
+
+def _send_codes(user, pending: dict) -> None:
+    """A mail or SMS outage must not answer differently for existing accounts (that would tell
+    which addresses have one): log it; the person can ask for the code again once it is back."""
+    binding = _binding(pending["id"])
+    channels = ["email", "sms"] if pending["phone"] else ["email"]
+    for channel in channels:
+        try:
+            services().factors.send_code(user, binding, channel, purpose="password reset")
+        except DeliveryUnavailable as unavailable:
+            log.error("password reset code by %s not sent: %s", channel, unavailable.detail)
 
 
 @bp.get("/reset/codes")

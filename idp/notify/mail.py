@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from flask import render_template
 
-from idp.domain.errors import ServiceUnavailable
+from idp.domain.errors import DeliveryUnavailable
 
 log = logging.getLogger("idp.notify")
 
@@ -47,7 +47,7 @@ class SmtpMailer:
                     smtp.login(self.username, self.password or "")
                 smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
-            raise ServiceUnavailable("We could not send the email. Please try again in a moment.",
+            raise DeliveryUnavailable("We could not send the email. Please try again in a moment.",
                                      f"smtp {self.host}:{self.port}: {exc}") from exc
 
 

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import requests
 
-from idp.domain.errors import ServiceUnavailable
+from idp.domain.errors import DeliveryUnavailable
 
 log = logging.getLogger("idp.notify")
 
@@ -27,7 +27,7 @@ class WebhookSms:
             response = requests.post(self.url, json={"to": to, "text": text}, timeout=10)
             response.raise_for_status()
         except requests.RequestException as exc:
-            raise ServiceUnavailable("We could not send the text message. Please try again in a moment.",
+            raise DeliveryUnavailable("We could not send the text message. Please try again in a moment.",
                                      f"sms webhook: {exc}") from exc
 
 

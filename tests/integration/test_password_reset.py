@@ -294,3 +294,17 @@ def test_reset_ends_sessions_forgets_devices_and_keeps_the_second_factor(make_ap
     to_second_factor(other, password=NEW_PASSWORD)
     assert submit_code(other, phone.next_code()).status_code == 303
     assert is_signed_in(other)
+
+
+def test_a_mail_outage_answers_the_same_for_known_and_unknown_addresses(make_app):
+    app = make_app(mail_url="smtp://127.0.0.1:1", password_reset_min_response_ms=0)
+    create_user(app)
+    answers = []
+    for address in (EMAIL, UNKNOWN):
+        browser = new_browser(app)
+        response = _request(browser, address)
+        page = browser.get("/reset/codes")
+        answers.append((response.status_code, response.headers.get("Location"), page.status_code,
+                        page.get_data(as_text=True).replace(address, "ADDRESS").count("<input")))
+    assert answers[0] == answers[1]
+    assert answers[0][:2] == (303, "/reset/codes")
