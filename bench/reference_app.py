@@ -2,9 +2,8 @@
 
 It answers GET /.well-known/openid-configuration with prepared JSON bytes, like idp's discovery
 endpoint, so "idp discovery req/s ÷ this req/s" shows what idp's app stack (middleware, security
-headers, session handling) costs on top of Flask + gunicorn. The gunicorn options mirror
-idp/server.py `run_gunicorn` (gthread workers, access log to stdout, same timeouts and keep-alive);
-keep them in step when that changes.
+headers, session handling) costs on top of Flask + gunicorn. The gunicorn options are idp's own
+(idp/server.py `gunicorn_options`), so the two always run under the same settings.
 
     python bench/reference_app.py --port 8001 --workers 2 --threads 4
 """
@@ -15,7 +14,8 @@ import argparse
 import json
 
 from flask import Flask, Response
-from gunicorn.app.base import BaseApplication
+
+from idp.server import _Gunicorn, gunicorn_options
 
 DOCUMENT = json.dumps({"issuer": "http://127.0.0.1", "jwks_uri": "http://127.0.0.1/jwks",
                        "response_types_supported": ["code"]}, separators=(",", ":")).encode()
@@ -31,22 +31,6 @@ def create_app() -> Flask:
     return app
 
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, app, options: dict):
-        self._app = app
-        self._options = options
-        super().__init__()
-
-    def load_config(self):
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
-        if "control_socket_disable" in self.cfg.settings:
-            self.cfg.set("control_socket_disable", True)
-
-    def load(self):
-        return self._app
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -54,18 +38,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
-    options = {
-        "bind": f"{args.host}:{args.port}",
-        "workers": args.workers,
-        "threads": args.threads,
-        "worker_class": "gthread",
-        "accesslog": "-",
-        "errorlog": "-",
-        "timeout": 30,
-        "graceful_timeout": 10,
-        "keepalive": 5,
-        "forwarded_allow_ips": "127.0.0.1",
-    }
+    options = gunicorn_options(args.host, args.port, args.workers, args.threads)
     _Gunicorn(create_app(), options).run()
 
 

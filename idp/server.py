@@ -52,6 +52,17 @@ def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
         db.engine.dispose()
 
     options = {
+        **gunicorn_options(host, port, workers, threads),
+        "forwarded_allow_ips": "*" if app.extensions["idp"].settings.proxy_hops else "127.0.0.1",
+        "post_worker_init": _start_outbox_worker,
+        "worker_exit": _stop_outbox_worker,
+    }
+    _Gunicorn(app, options).run()
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict:
+    """The server settings of `idp serve`; bench/reference_app.py runs its bare app with the same."""
+    return {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "threads": threads,
@@ -61,8 +72,5 @@ def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
         "timeout": 30,
         "graceful_timeout": 10,
         "keepalive": 5,
-        "forwarded_allow_ips": "*" if app.extensions["idp"].settings.proxy_hops else "127.0.0.1",
-        "post_worker_init": _start_outbox_worker,
-        "worker_exit": _stop_outbox_worker,
+        "forwarded_allow_ips": "127.0.0.1",
     }
-    _Gunicorn(app, options).run()
