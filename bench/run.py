@@ -49,7 +49,7 @@ PG_ADMIN_URL = os.environ.get("IDP_BENCH_PG_ADMIN", "postgresql://postgres@127.0
 REDIS_URL = os.environ.get("IDP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 EMAIL = "bench@example.com"
-PASSWORD = "a long and memorable benchmark passphrase"
+PASSWORD = "a long and memorable passphrase for load runs"
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # never contacted: the code is read from the Location header
 SCOPE = "openid profile email offline_access"
 HTTP_TIMEOUT = 15
