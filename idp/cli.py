@@ -108,11 +108,12 @@ def serve(host, port, workers, threads):
         # A newcomer trying another port still gets working URLs in discovery and redirects.
         os.environ["IDP_ISSUER"] = f"http://localhost:{port}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from idp.server import release_large_blocks_to_the_os, run_gunicorn
+
+    release_large_blocks_to_the_os()  # before the first password hash, which building the app makes
     app = _ready_app()
     if settings.uses_embedded_database:
         _first_start(app)
-    from idp.server import run_gunicorn
-
     run_gunicorn(app, host=host, port=port, workers=workers, threads=threads)
 
 
@@ -152,6 +153,20 @@ def worker(interval):
     background = BackgroundWorker(app, interval, housekeeping=housekeeping_tasks(app)).start()
     stopped.wait()
     background.stop()
+
+
+@main.command()
+@click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Rows per transaction; each batch commits on its own, so sign-ins never wait long.")
+@click.option("--dry-run", is_flag=True, help="Count what would go, delete nothing.")
+def purge(batch_size, dry_run):
+    """Delete expired codes and tokens, dead grants, long-ended sessions and finished logouts."""
+    from idp.services.purge import Purger
+
+    app = _ready_app()
+    with app.app_context():
+        result = Purger(app.extensions["idp"].settings).run(batch_size=batch_size, dry_run=dry_run)
+    _emit(result.as_dict())
 
 
 @main.group()
