@@ -1,13 +1,14 @@
 """Load benchmark of idp under gunicorn on PostgreSQL + Redis, driven by wrk over loopback.
 
-    .venv/bin/python bench/run.py [--duration 10] [--connections 16] [--workers 2]
+    .venv/bin/python bench/run.py [--duration 10] [--connections 16] [--workers 2] [--no-peer]
 
 Creates a throwaway PostgreSQL database and Redis prefix, runs `idp init`, registers clients and a
 user, starts `idp serve` on a free 127.0.0.1 port, runs the wrk scenarios, measures back-channel
-logout propagation, then the reference points (a bare Flask app under the same gunicorn settings,
-raw argon2 verify/s), prints a table and writes bench/results/<timestamp>.json. Every process it
-started is stopped and the database and Redis keys are dropped on the way out, whatever happened.
-See bench/README.md for what each number means.
+logout propagation and the whole sign-in with TOTP as sessions/s, then the reference points (a bare
+Flask app under the same gunicorn settings, panva's oidc-provider from bench/peer with the same
+clients and the same wrk scenarios, raw argon2 verify/s), prints a table and writes
+bench/results/<timestamp>.json. Every process it started is stopped and the database and Redis keys
+are dropped on the way out, whatever happened. See bench/README.md for what each number means.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import requests
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 WRK_DIR = BENCH_DIR / "wrk"
+PEER_DIR = BENCH_DIR / "peer"
 RESULTS_DIR = BENCH_DIR / "results"
 IDP = str(Path(sys.executable).with_name("idp"))
 PG_ADMIN_URL = os.environ.get("IDP_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -340,6 +342,50 @@ def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int 
     }
 
 
+def endpoints(issuer: str) -> dict:
+    """The URLs every scenario targets, from the provider's own discovery document (idp and the peer
+    name their endpoints differently)."""
+    doc = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=HTTP_TIMEOUT)
+    if doc.status_code != 200:
+        raise BenchError(f"discovery at {issuer}: {doc.status_code}")
+    meta = doc.json()
+    missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri", "introspection_endpoint",
+                           "userinfo_endpoint") if not meta.get(k)]
+    if missing:
+        raise BenchError(f"discovery at {issuer} lacks {', '.join(missing)}")
+    return {"discovery": f"{issuer}/.well-known/openid-configuration", "authorize": meta["authorization_endpoint"],
+            "token": meta["token_endpoint"], "jwks": meta["jwks_uri"],
+            "introspection": meta["introspection_endpoint"], "userinfo": meta["userinfo_endpoint"]}
+
+
+def wrk_plan(urls: dict, cc: dict, rp: dict, access_file: Path, refresh_file: Path) -> list[tuple[str, str, str, dict]]:
+    """The same scenarios, scripts and order for idp and the peer."""
+    rp_auth = basic_auth(rp["client_id"], rp["client_secret"])
+    return [
+        ("GET discovery", urls["discovery"], "get.lua", {}),
+        ("GET JWKS", urls["jwks"], "get.lua", {}),
+        ("POST token client_credentials", urls["token"], "post_form.lua", cc_wrk_env(cc)),
+        ("POST introspection", urls["introspection"], "introspect.lua",
+         {"BENCH_TOKENS_FILE": str(access_file), "BENCH_AUTH": rp_auth}),
+        ("GET UserInfo", urls["userinfo"], "userinfo.lua", {"BENCH_TOKENS_FILE": str(access_file)}),
+        # Last: rotating a family may retire the access tokens the two scenarios above send.
+        ("POST token refresh_token", urls["token"], "refresh.lua",
+         {"BENCH_TOKENS_FILE": str(refresh_file), "BENCH_AUTH": rp_auth}),
+    ]
+
+
+def cc_wrk_env(cc: dict) -> dict:
+    return {"BENCH_BODY": "grant_type=client_credentials", "BENCH_AUTH": basic_auth(cc["client_id"], cc["client_secret"])}
+
+
+def write_token_files(workdir: Path, label: str, pool: list[dict]) -> tuple[Path, Path]:
+    access_file = workdir / f"{label}_access_tokens.txt"
+    access_file.write_text("\n".join(t["access_token"] for t in pool) + "\n")
+    refresh_file = workdir / f"{label}_refresh_tokens.txt"
+    refresh_file.write_text("\n".join(t["refresh_token"] for t in pool) + "\n")
+    return access_file, refresh_file
+
+
 # --------------------------------------------------------------------------------------------- argon2
 
 def _verify_loop(seconds: float) -> int:
@@ -426,31 +472,266 @@ def _r(value):
     return None if value is None else round(value, 2)
 
 
+# --------------------------------------------------------------------------------------------- CPU accounting
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_group(groups: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by named groups of processes: each group is the given
+    pids, or every process whose name is the group's name when the list is empty (PostgreSQL and Redis,
+    which are not ours). A process that ended between two snapshots drops out; the sums are for judging
+    who took the CPU, not accounting to the tick."""
+    totals = {name: 0.0 for name in groups}
+    by_name = {name for name, pids in groups.items() if not pids}
+    wanted = {pid: name for name, pids in groups.items() for pid in pids}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        name = wanted.get(int(entry.name)) or next((g for g in by_name if comm.startswith(g)), None)
+        if name:
+            totals[name] += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return totals
+
+
+# --------------------------------------------------------------------------------------------- sign-in with TOTP
+
+def enroll_totp_users(deployment: Deployment, count: int) -> list[dict]:
+    done = subprocess.run([sys.executable, str(BENCH_DIR / "totp_users.py"), str(count), PASSWORD],
+                          env=deployment.env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    if done.returncode != 0:
+        raise BenchError(f"creating TOTP users failed: {done.stderr.strip()[-1500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["users"]
+
+
+def signin_with_totp(urls: dict, issuer: str, rp: dict, users: list[dict], seconds: int, concurrency: int,
+                     processes: int, server: Server, workdir: Path) -> dict:
+    """The whole sign-in with TOTP, `concurrency` browsers at a time for about `seconds` (see
+    bench/signin_load.py), in `processes` light client processes."""
+    processes = max(1, min(processes, concurrency))
+    common = {"issuer": issuer, "client_id": rp["client_id"], "client_secret": rp["client_secret"],
+              "redirect_uri": REDIRECT_URI, "scope": SCOPE, "password": PASSWORD, "seconds": seconds,
+              "authorize_path": urlsplit(urls["authorize"]).path, "token_path": urlsplit(urls["token"]).path}
+    clients = []
+    before = cpu_by_group({"idp workers": server.worker_pids(), "postgres": [], "redis-server": []})
+    started = time.monotonic()
+    for n in range(processes):
+        cfg = {**common, "threads": concurrency // processes + (1 if n < concurrency % processes else 0),
+               "users": users[n::processes]}  # each process its own users: no step is shared
+        cfg_file = workdir / f"signin_load_{n}.json"
+        cfg_file.write_text(json.dumps(cfg))
+        clients.append(subprocess.Popen([sys.executable, str(BENCH_DIR / "signin_load.py"), str(cfg_file)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+    outputs = []
+    try:
+        for proc in clients:
+            out, err = proc.communicate(timeout=seconds + 120)
+            if proc.returncode != 0:
+                raise BenchError(f"sign-in load client failed: {err.strip()[-1500:]}")
+            outputs.append(json.loads(out))
+    except subprocess.TimeoutExpired:
+        raise BenchError("the sign-in load client did not finish in time") from None
+    finally:
+        for proc in clients:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    wall = time.monotonic() - started
+    after = cpu_by_group({"idp workers": server.worker_pids(), "postgres": [], "redis-server": []})
+    times = [t for o in outputs for t in o["times_ms"]]
+    errors: dict[str, int] = {}
+    for o in outputs:
+        for reason, n in o["errors"].items():
+            errors[reason] = errors.get(reason, 0) + n
+    firsts = [o["first_started"] for o in outputs if o["first_started"]]
+    lasts = [o["last_finished"] for o in outputs if o["last_finished"]]
+    window = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
+    client_cpu = sum(o["cpu_s"] for o in outputs)
+    return {
+        "sessions": len(times), "window_s": round(window, 2),
+        "sessions_per_s": round(len(times) / window, 2) if window else 0.0,
+        "p50_ms": _r(percentile(times, 50)), "p90_ms": _r(percentile(times, 90)), "p99_ms": _r(percentile(times, 99)),
+        "max_ms": _r(max(times) if times else None), "errors": sum(errors.values()), "error_detail": errors,
+        "error_examples": [e for o in outputs for e in o["error_examples"]][:5],
+        "users": len(users), "concurrency": concurrency, "client_processes": processes,
+        "step_waits": sum(o["waits"] for o in outputs),
+        "step_wait_seconds": round(sum(o["wait_seconds"] for o in outputs), 2),
+        "cpu_s": {"load_client": round(client_cpu, 2),
+                  **{name: round(after[name] - before[name], 2) for name in before}},
+        "cpu_window_s": round(wall, 2),
+        "what": "authorize → login page → password POST → TOTP page → code POST (trust-device box unticked) → "
+                "redirects → code exchange with PKCE; a new browser (connection, cookies) per sign-in, each "
+                "user at most once per 30 s TOTP step",
+    }
+
+
+# --------------------------------------------------------------------------------------------- the peer
+
+def peer_sign_in(urls: dict, client: dict) -> dict:
+    """The peer's authorization code flow: authorize → the sign-in form in bench/peer/server.mjs →
+    consent granted without a page → callback → code exchange with PKCE."""
+    browser = requests.Session()
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    state = secrets.token_urlsafe(12)
+    # prompt=consent: OpenID Connect Core §11 grants offline_access (a refresh token) only with it, and
+    # oidc-provider follows that; idp's first-party app gets it without.
+    url = urls["authorize"] + "?" + urlencode({
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT_URI, "scope": SCOPE,
+        "state": state, "nonce": secrets.token_urlsafe(12), "code_challenge": challenge,
+        "code_challenge_method": "S256", "prompt": "consent"})
+    response = browser.get(url, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    location = urljoin(url, response.headers.get("Location", ""))
+    if response.status_code not in (302, 303) or "/interaction/" not in location:
+        raise BenchError(f"peer authorize did not send to its sign-in: {response.status_code} {response.text[:200]}")
+    response = browser.post(location + "/login", allow_redirects=False, timeout=HTTP_TIMEOUT,
+                            data={"username": EMAIL, "password": PASSWORD})
+    for _ in range(8):
+        location = urljoin(url, response.headers.get("Location", ""))
+        if response.status_code not in (302, 303):
+            raise BenchError(f"peer sign-in stopped at {response.status_code}: {response.text[:200]}")
+        if location.startswith(REDIRECT_URI):
+            break
+        response = browser.get(location, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    else:
+        raise BenchError("peer sign-in never reached the redirect URI")
+    params = parse_qs(urlsplit(location).query)
+    if params.get("state") != [state] or "code" not in params:
+        raise BenchError(f"bad peer callback: {location}")
+    token = requests.post(urls["token"], timeout=HTTP_TIMEOUT, auth=(client["client_id"], client["client_secret"]),
+                          data={"grant_type": "authorization_code", "code": params["code"][0],
+                                "redirect_uri": REDIRECT_URI, "code_verifier": verifier})
+    if token.status_code != 200 or "refresh_token" not in token.json():
+        raise BenchError(f"peer code exchange failed: {token.status_code} {token.text[:200]}")
+    return token.json()
+
+
+def prepare_peer() -> str | None:
+    """Installs bench/peer's pinned packages from the npm registry when node_modules is missing.
+    Returns why the peer cannot run, or None."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node and npm are not installed (the peer needs Node.js 20 or later)"
+    if not (PEER_DIR / "node_modules" / "oidc-provider").is_dir():
+        log("installing the peer's packages: npm ci in bench/peer")
+        try:
+            done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, capture_output=True,
+                                  text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            return "npm ci in bench/peer took more than 300 s"
+        if done.returncode != 0:
+            return f"npm ci in bench/peer failed: {(done.stderr or done.stdout).strip()[-500:]}"
+    return None
+
+
+def run_peer(args, deployment: Deployment, workdir: Path, servers: list[Server]) -> dict:
+    """Starts oidc-provider (bench/peer/server.mjs) with the same kinds of clients, mints its tokens
+    through its sign-in, and runs the same wrk scenarios against it."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    cc = {"client_id": "bench-machine", "client_secret": secrets.token_urlsafe(32)}
+    rp = {"client_id": "bench-relying-app", "client_secret": secrets.token_urlsafe(32)}
+    config = {
+        "port": port, "workers": args.workers, "redis_url": REDIS_URL,
+        # Under the run's own prefix, so Deployment.drop() removes the peer's keys with idp's.
+        "redis_prefix": f"{deployment.redis_prefix}peer:",
+        "user": {"id": "bench-user", "email": EMAIL, "password": PASSWORD, "name": "Bench User"},
+        "clients": [
+            {**cc, "grant_types": ["client_credentials"], "response_types": [], "redirect_uris": []},
+            {**rp, "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+             "redirect_uris": [REDIRECT_URI], "scope": SCOPE},
+        ],
+    }
+    peer = Server("oidc-provider peer", ["node", str(PEER_DIR / "server.mjs")],
+                  {**os.environ, "BENCH_PEER_CONFIG": json.dumps(config), "NODE_ENV": "production"},
+                  workdir / "peer.log", issuer, "/.well-known/openid-configuration")
+    servers.append(peer)
+    log(f"starting the oidc-provider peer on {issuer} ({args.workers} processes, store in Redis)")
+    peer.start()
+    rss_idle = peer.rss()
+    urls = endpoints(issuer)
+    probe = requests.post(urls["token"], data={"grant_type": "client_credentials"},
+                          headers={"Authorization": basic_auth(cc["client_id"], cc["client_secret"])},
+                          timeout=HTTP_TIMEOUT)
+    if probe.status_code != 200 or jwt_claims(probe.json()["access_token"]).get("iss") != issuer:
+        raise BenchError(f"peer client_credentials probe failed: {probe.status_code} {probe.text[:200]}")
+    pool_size = 2 * args.connections
+    parallel = max(2, args.workers * args.threads)
+    log(f"peer: signing in {pool_size} times through its sign-in form")
+    with ThreadPoolExecutor(parallel) as pool:
+        minted = list(pool.map(lambda _: peer_sign_in(urls, rp), range(pool_size)))
+    access_file, refresh_file = write_token_files(workdir, "peer", minted)
+    if args.warmup > 0:
+        run_wrk(urls["discovery"], "get.lua", args, duration=args.warmup)
+        run_wrk(urls["token"], "post_form.lua", args, cc_wrk_env(cc), duration=args.warmup)
+    result = {"issuer": issuer, "version": peer_version(), "processes": args.workers, "store": "Redis",
+              "rss_idle": rss_idle, "scenarios": {}}
+    for name, url, script, env in wrk_plan(urls, cc, rp, access_file, refresh_file):
+        log(f"peer {name}: wrk {args.duration:g} s, {args.connections} connections")
+        result["scenarios"][name] = run_wrk(url, script, args, env)
+    result["rss_after"] = peer.rss()
+    peer.stop()
+    return result
+
+
+def peer_version() -> str | None:
+    try:
+        return json.loads((PEER_DIR / "node_modules" / "oidc-provider" / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 # --------------------------------------------------------------------------------------------- output
 
 def print_table(results: dict) -> None:
     flask_rps = results["reference"]["bare_flask_get"]["rps"]
-    rows = [("scenario", "req/s", "p50 ms", "p99 ms", "errors", "× bare Flask")]
+    peer = results.get("peer", {})
+    peer_scenarios = peer.get("scenarios", {})
+    rows = [("scenario", "req/s", "p50 ms", "p99 ms", "errors", "× bare Flask", "peer req/s", "peer p99", "peer err",
+             "× peer")]
     for name, r in results["scenarios"].items():
         ratio = f"{r['rps'] / flask_rps:.3f}" if flask_rps else "-"
-        rows.append((name, f"{r['rps']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["errors"]), ratio))
+        p = peer_scenarios.get(name)
+        peer_cells = (f"{p['rps']:.1f}", f"{p['p99_ms']:.2f}", str(p["errors"]),
+                      f"{r['rps'] / p['rps']:.3f}" if p["rps"] else "-") if p else ("-", "-", "-", "-")
+        rows.append((name, f"{r['rps']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["errors"]), ratio,
+                     *peer_cells))
     ref = results["reference"]["bare_flask_get"]
     rows.append(("reference: bare Flask GET", f"{ref['rps']:.1f}", f"{ref['p50_ms']:.2f}", f"{ref['p99_ms']:.2f}",
-                 str(ref["errors"]), "1.000"))
+                 str(ref["errors"]), "1.000", "", "", "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
     for n, row in enumerate(rows):
         print("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+    if "skipped" in peer:
+        print(f"\npeer: skipped ({peer['skipped']})")
+    else:
+        print(f"\npeer: oidc-provider {peer['version']}, {peer['processes']} Node.js processes (cluster), "
+              f"tokens, grants and sessions in Redis; × peer = idp req/s ÷ peer req/s")
     a = results["reference"]["argon2"]
-    print(f"\nargon2id m={a['memory_kib']} KiB t={a['time_cost']} p={a['parallelism']}: "
+    print(f"argon2id m={a['memory_kib']} KiB t={a['time_cost']} p={a['parallelism']}: "
           f"{a['verify_per_s_one_process']:.1f} verify/s on one core ({a['ms_per_verify']} ms), "
           f"{a['verify_per_s_parallel']:.1f}/s with {a['parallel_processes']} processes")
-    m = results["signin_premint"]
-    print(f"sign-in (authorize → password → code exchange, no second factor; Python requests, "
-          f"{m['parallel']} threads): {m['sessions_per_s']:.1f} sessions/s over {m['sessions']} sessions, "
-          f"p50 {m['p50_ms']:.0f} ms; {m['sessions_per_s'] / a['verify_per_s_parallel']:.2f} × parallel argon2 rate")
+    t = results.get("signin_totp")
+    if t and not t["sessions"]:
+        print(f"sign-in with TOTP: no sign-in finished; errors {t['error_detail']} {t['error_examples']}")
+    elif t:
+        cpu = t["cpu_s"]
+        print(f"sign-in with TOTP (authorize → password → TOTP → code exchange; {t['concurrency']} at a time, "
+              f"{t['users']} users): {t['sessions_per_s']:.1f} sessions/s over {t['sessions']} sessions in "
+              f"{t['window_s']:.1f} s, p50 {t['p50_ms']:.0f} ms / p99 {t['p99_ms']:.0f} ms, errors {t['errors']}"
+              f"{' ' + str(t['error_detail']) if t['errors'] else ''}; "
+              f"{t['ratio_to_argon2_parallel']:.2f} × parallel argon2 rate (target ≥ 0.8)")
+        print(f"  CPU seconds in those {t['cpu_window_s']:.1f} s: load client {cpu['load_client']} "
+              f"({t['client_processes']} processes), idp workers {cpu['idp workers']}, PostgreSQL {cpu['postgres']}, "
+              f"Redis {cpu['redis-server']}; waits for a new TOTP step: {t['step_waits']}")
     rv = results.get("revocation_propagation")
     if rv:
         print(f"revocation ({rv['sessions']} sessions ended one at a time via DELETE /api/admin/sessions/{{sid}}): "
@@ -460,9 +741,13 @@ def print_table(results: dict) -> None:
               f"admin DELETE p50 {rv['admin_delete']['p50_ms']} ms; errors {rv['errors']}, "
               f"missing tokens {rv['logout_token_missing_after_30s']}")
     rss = results["rss"]
+    peer_rss = f", peer {peer['rss_after']['workers_mib']}" if "rss_after" in peer else ""
     print(f"worker RSS after load (MiB): idp {rss['idp_after']['workers_mib']} (idle "
-          f"{rss['idp_idle']['workers_mib']}), bare Flask {rss['reference_after']['workers_mib']}")
+          f"{rss['idp_idle']['workers_mib']}), bare Flask {rss['reference_after']['workers_mib']}{peer_rss}")
     print(f"refresh_token rotation: {results['scenarios']['POST token refresh_token']['method']}")
+    m = results["machine"]
+    print(f"load average (1, 5, 15 min) at start {m['loadavg_at_start']}, at end {m['loadavg_at_end']} "
+          f"on {m['cpus']} CPUs: anything besides this run skews every figure")
     print(f"\nresults: {results['results_file']}")
 
 
@@ -479,6 +764,13 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up load before measuring")
     parser.add_argument("--sessions", type=int, default=20,
                         help="sign-ins ended for the revocation-propagation scenario (0 skips it)")
+    parser.add_argument("--signin-concurrency", type=int, default=0,
+                        help="sign-ins with TOTP in flight at once (default: workers × threads)")
+    parser.add_argument("--signin-processes", type=int, default=2,
+                        help="load-client processes for the sign-in with TOTP (default 2)")
+    parser.add_argument("--signin-users", type=int, default=0,
+                        help="users with TOTP to sign in (default: enough that none waits for a new TOTP step)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the oidc-provider peer (bench/peer)")
     parser.add_argument("--keep-workdir", action="store_true", help="keep server logs and the instance folder")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.duration > 600 or args.connections < 1 or args.workers < 1:
@@ -511,7 +803,9 @@ def main(argv=None) -> int:
                      "threads": args.threads, "wrk_threads": args.wrk_threads, "warmup_s": args.warmup},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "wrk": wrk_version[0] if wrk_version else None,
-                    "note": "wrk, idp, PostgreSQL and Redis share this machine's CPUs"},
+                    "note": "wrk, idp, PostgreSQL and Redis share this machine's CPUs",
+                    # Anything else running on the machine skews every figure; the load average shows it.
+                    "loadavg_at_start": [round(v, 2) for v in os.getloadavg()]},
         "scenarios": {},
     }
     ok = False
@@ -556,38 +850,23 @@ def main(argv=None) -> int:
             "what": "authorize → login page → password POST → redirects → code exchange; no second factor",
         }
         pool, revocation_sessions = minted[:pool_size], minted[pool_size:]
-        access_file = workdir / "access_tokens.txt"
-        access_file.write_text("\n".join(t["access_token"] for t in pool) + "\n")
-        refresh_file = workdir / "refresh_tokens.txt"
-        refresh_file.write_text("\n".join(t["refresh_token"] for t in pool) + "\n")
+        access_file, refresh_file = write_token_files(workdir, "idp", pool)
+        urls = endpoints(deployment.issuer)
 
-        cc_auth = basic_auth(cc["client_id"], cc["client_secret"])
-        rp_auth = basic_auth(rp["client_id"], rp["client_secret"])
-        cc_env = {"BENCH_BODY": "grant_type=client_credentials", "BENCH_AUTH": cc_auth}
-        probe = requests.post(f"{deployment.issuer}/token", data={"grant_type": "client_credentials"},
-                              headers={"Authorization": cc_auth}, timeout=HTTP_TIMEOUT)
+        probe = requests.post(urls["token"], data={"grant_type": "client_credentials"},
+                              headers={"Authorization": basic_auth(cc["client_id"], cc["client_secret"])},
+                              timeout=HTTP_TIMEOUT)
         if probe.status_code != 200:
             raise BenchError(f"client_credentials probe failed: {probe.status_code} {probe.text[:200]}")
 
         if args.warmup > 0:
             log(f"warm-up {args.warmup:g} s")
-            run_wrk(deployment.issuer + "/.well-known/openid-configuration", "get.lua", args, duration=args.warmup)
-            run_wrk(deployment.issuer + "/token", "post_form.lua", args, cc_env, duration=args.warmup)
+            run_wrk(urls["discovery"], "get.lua", args, duration=args.warmup)
+            run_wrk(urls["token"], "post_form.lua", args, cc_wrk_env(cc), duration=args.warmup)
 
-        plan = [
-            ("GET discovery", "/.well-known/openid-configuration", "get.lua", {}),
-            ("GET JWKS", "/jwks", "get.lua", {}),
-            ("POST token client_credentials", "/token", "post_form.lua", cc_env),
-            ("POST introspection", "/introspect", "introspect.lua",
-             {"BENCH_TOKENS_FILE": str(access_file), "BENCH_AUTH": rp_auth}),
-            ("GET UserInfo", "/userinfo", "userinfo.lua", {"BENCH_TOKENS_FILE": str(access_file)}),
-            # Last: rotating a family may retire the access tokens the two scenarios above send.
-            ("POST token refresh_token", "/token", "refresh.lua",
-             {"BENCH_TOKENS_FILE": str(refresh_file), "BENCH_AUTH": rp_auth}),
-        ]
-        for name, path, script, env in plan:
+        for name, url, script, env in wrk_plan(urls, cc, rp, access_file, refresh_file):
             log(f"{name}: wrk {args.duration:g} s, {args.connections} connections")
-            results["scenarios"][name] = run_wrk(deployment.issuer + path, script, args, env)
+            results["scenarios"][name] = run_wrk(url, script, args, env)
         results["scenarios"]["POST token refresh_token"]["method"] = (
             f"wrk + bench/wrk/refresh.lua: {args.connections} pre-minted refresh tokens start one rotation chain "
             f"per connection ({args.connections} spares replace broken chains); each request sends the token "
@@ -598,6 +877,18 @@ def main(argv=None) -> int:
             log(f"revocation propagation: ending {len(revocation_sessions)} sessions one at a time")
             results["revocation_propagation"] = revocation_propagation(deployment.issuer, revocation_sessions,
                                                                        admin, rp, receiver)
+
+        # The whole sign-in with TOTP. Each user signs in at most once per 30 s step, so there must be
+        # about as many users as sign-ins in one step: the password-only rate above bounds that rate.
+        concurrency = args.signin_concurrency or args.workers * args.threads
+        users_needed = args.signin_users or min(5000, max(200, math.ceil(
+            1.5 * results["signin_premint"]["sessions_per_s"] * min(args.duration, 30)) + 2 * concurrency))
+        log(f"creating {users_needed} users with TOTP enrolled")
+        totp_users = enroll_totp_users(deployment, users_needed)
+        log(f"sign-in with TOTP: {concurrency} at a time for {args.duration:g} s "
+            f"({args.signin_processes} client processes)")
+        results["signin_totp"] = signin_with_totp(urls, deployment.issuer, rp, totp_users, args.duration,
+                                                  concurrency, args.signin_processes, idp, workdir)
         idp.stop()
 
         ref_port = free_port()
@@ -616,12 +907,33 @@ def main(argv=None) -> int:
         results["rss"]["reference_after"] = reference.rss()
         reference.stop()
 
+        if args.no_peer:
+            results["peer"] = {"skipped": "--no-peer"}
+        else:
+            reason = prepare_peer()
+            if reason is None:
+                try:
+                    results["peer"] = run_peer(args, deployment, workdir, servers)
+                except BenchError as exc:
+                    reason = f"the peer failed: {exc}"
+            if reason is not None:
+                log(f"peer skipped: {reason}")
+                results["peer"] = {"skipped": reason}
+
         log("argon2 verify rate")
         results["reference"]["argon2"] = argon2_rate(min(3.0, args.duration), max(1, os.cpu_count() or 1))
 
         flask_rps = results["reference"]["bare_flask_get"]["rps"]
-        for r in results["scenarios"].values():
+        peer_scenarios = results["peer"].get("scenarios", {})
+        for name, r in results["scenarios"].items():
             r["ratio_to_bare_flask"] = round(r["rps"] / flask_rps, 4) if flask_rps else None
+            peer_rps = peer_scenarios.get(name, {}).get("rps")
+            r["ratio_to_peer"] = round(r["rps"] / peer_rps, 4) if peer_rps else None
+        argon2_parallel = results["reference"]["argon2"]["verify_per_s_parallel"]
+        for key in ("signin_totp", "signin_premint"):
+            results[key]["ratio_to_argon2_parallel"] = (
+                round(results[key]["sessions_per_s"] / argon2_parallel, 4) if argon2_parallel else None)
+        results["machine"]["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
         RESULTS_DIR.mkdir(exist_ok=True)
         out = RESULTS_DIR / f"{stamp}.json"
         results["results_file"] = str(out.relative_to(ROOT))
