@@ -565,6 +565,9 @@ def signin_with_totp(urls: dict, issuer: str, rp: dict, users: list[dict], secon
         "cpu_s": {"load_client": round(client_cpu, 2),
                   **{name: round(after[name] - before[name], 2) for name in before}},
         "cpu_window_s": round(wall, 2),
+        # Less sensitive to whatever else runs on the machine than sessions/s: what one sign-in costs idp.
+        "idp_worker_cpu_ms_per_signin": round(1000 * (after["idp workers"] - before["idp workers"]) / len(times), 1)
+        if times else None,
         "what": "authorize → login page → password POST → TOTP page → code POST (trust-device box unticked) → "
                 "redirects → code exchange with PKCE; a new browser (connection, cookies) per sign-in, each "
                 "user at most once per 30 s TOTP step",
@@ -732,6 +735,8 @@ def print_table(results: dict) -> None:
         print(f"  CPU seconds in those {t['cpu_window_s']:.1f} s: load client {cpu['load_client']} "
               f"({t['client_processes']} processes), idp workers {cpu['idp workers']}, PostgreSQL {cpu['postgres']}, "
               f"Redis {cpu['redis-server']}; waits for a new TOTP step: {t['step_waits']}")
+        print(f"  idp worker CPU per sign-in: {t['idp_worker_cpu_ms_per_signin']} ms "
+              f"(one argon2 verify: {a['ms_per_verify']} ms wall on one core)")
     rv = results.get("revocation_propagation")
     if rv:
         print(f"revocation ({rv['sessions']} sessions ended one at a time via DELETE /api/admin/sessions/{{sid}}): "
