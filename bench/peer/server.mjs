@@ -29,6 +29,7 @@ const issuer = `http://127.0.0.1:${config.port}`;
 // Same lifetimes as idp.settings defaults (access 10 min, code 60 s, ID token 1 h, refresh 14 days idle).
 const ACCESS_TTL = 600;
 const REFRESH_TTL = 14 * 24 * 3600;
+const GRANT_TTL = REFRESH_TTL;
 // Access tokens for client_credentials are JWTs for this resource, as idp's are (aud is idp's issuer there).
 const API_RESOURCE = `${issuer}/api`;
 
@@ -107,8 +108,9 @@ function makeAdapter(redis, prefix) {
         // Remembered under the grant so revokeByGrantId (refresh token reuse, consent revoked) finds them.
         const members = k('grant', payload.grantId);
         tx.sadd(members, key);
-        // The set lives as long as its longest member; GT keeps a longer expiry already set.
-        if (expiresIn) tx.expire(members, expiresIn, 'GT').expire(members, expiresIn, 'NX');
+        // No member outlives its grant, so the set lives as long as a grant can (EXPIRE … GT would need
+        // Redis 7).
+        tx.expire(members, GRANT_TTL);
       }
       await tx.exec();
     }
@@ -203,7 +205,7 @@ async function serve() {
       AuthorizationCode: 60,
       IdToken: 3600,
       RefreshToken: REFRESH_TTL,
-      Grant: REFRESH_TTL,
+      Grant: GRANT_TTL,
       Session: REFRESH_TTL,
       Interaction: 15 * 60,
     },
