@@ -17,7 +17,9 @@ from idp.domain.errors import ServiceUnavailable
 
 class Store(Protocol):
     def get(self, key: str) -> str | None: ...
+    def get_many(self, *keys: str) -> list[str | None]: ...
     def set(self, key: str, value: str, ttl: int) -> None: ...
+    def set_many(self, values: dict[str, str], ttl: int) -> None: ...
     def add(self, key: str, value: str, ttl: int) -> bool: ...
     def take(self, key: str) -> str | None: ...
     def delete(self, *keys: str) -> None: ...
@@ -69,11 +71,20 @@ class MemoryStore:
             item = self._live(key)
             return item[0] if item else None
 
+    def get_many(self, *keys: str) -> list[str | None]:
+        with self._lock:
+            return [item[0] if item else None for item in map(self._live, keys)]
+
     def set(self, key: str, value: str, ttl: int) -> None:
+        self.set_many({key: value}, ttl)
+
+    def set_many(self, values: dict[str, str], ttl: int) -> None:
         ttl = _check_ttl(ttl)
         with self._lock:
-            self._data[key] = (value, self._clock() + ttl)
-            self._sweep()
+            expiry = self._clock() + ttl
+            for key, value in values.items():
+                self._data[key] = (value, expiry)
+                self._sweep()
 
     def add(self, key: str, value: str, ttl: int) -> bool:
         ttl = _check_ttl(ttl)
@@ -149,8 +160,25 @@ return n
     def get(self, key: str) -> str | None:
         return self._call(self._redis.get, self._k(key))
 
+    def get_many(self, *keys: str) -> list[str | None]:
+        return self._call(self._redis.mget, [self._k(k) for k in keys]) if keys else []
+
     def set(self, key: str, value: str, ttl: int) -> None:
         self._call(lambda: self._redis.set(self._k(key), value, ex=_check_ttl(ttl)))
+
+    def set_many(self, values: dict[str, str], ttl: int) -> None:
+        """One round trip for all of them (a pipeline, not a transaction: each SET stands alone)."""
+        ttl = _check_ttl(ttl)
+        if not values:
+            return
+
+        def run():
+            pipe = self._redis.pipeline(transaction=False)
+            for key, value in values.items():
+                pipe.set(self._k(key), value, ex=ttl)
+            pipe.execute()
+
+        self._call(run)
 
     def add(self, key: str, value: str, ttl: int) -> bool:
         return bool(self._call(lambda: self._redis.set(self._k(key), value, ex=_check_ttl(ttl), nx=True)))

@@ -102,6 +102,24 @@ def test_value_lives_until_its_ttl_and_not_after(h):
     assert h.store.ttl("k") is None
 
 
+def test_get_many_answers_in_the_order_asked_with_none_for_missing_or_expired(h):
+    h.store.set("a", "1", 60)
+    h.store.set("short", "2", 5)
+    h.advance(6, "short")
+    assert h.store.get_many("missing", "a", "short", "a") == [None, "1", None, "1"]
+    assert h.store.get_many() == []
+
+
+def test_set_many_sets_every_key_with_the_same_window(h):
+    h.store.set("b", "old", 1000)
+    h.store.set_many({"a": "1", "b": "2"}, 30)
+    assert h.store.get_many("a", "b") == ["1", "2"]
+    assert 29 <= h.store.ttl("b") <= 30
+    h.advance(31, "a", "b")
+    assert h.store.get_many("a", "b") == [None, None]
+    h.store.set_many({}, 30)
+
+
 def test_ttl_reports_the_remaining_seconds(h):
     h.store.set("k", "v", 100)
     assert 99 <= h.store.ttl("k") <= 100
@@ -258,14 +276,16 @@ CLOSED_PORT = "redis://127.0.0.1:1/0"
     "call",
     [
         lambda s: s.get("k"),
+        lambda s: s.get_many("k", "j"),
         lambda s: s.set("k", "v", 10),
+        lambda s: s.set_many({"k": "v"}, 10),
         lambda s: s.add("k", "v", 10),
         lambda s: s.incr("k", 10),
         lambda s: s.take("k"),
         lambda s: s.delete("k"),
         lambda s: s.ttl("k"),
     ],
-    ids=["get", "set", "add", "incr", "take", "delete", "ttl"],
+    ids=["get", "get_many", "set", "set_many", "add", "incr", "take", "delete", "ttl"],
 )
 def test_unreachable_redis_raises_store_unavailable(call):
     store = RedisStore(CLOSED_PORT, prefix=f"idp-test-{RUN_ID}-closed:")
