@@ -143,14 +143,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if not refresh_token:
             raise InvalidRequestError("Missing 'refresh_token' in request.")
         found = services().grants.find_refresh_token(refresh_token)
-        if found is None or found[1].client_id != client.client_id:
+        if found is None or found.family.client_id != client.client_id:
             raise InvalidGrantError("The refresh token is invalid.")
         requested = self.request.form.get("scope")
         if requested is not None:
-            granted = set(found[1].scope.split())
+            granted = set(found.family.scope.split())
             if not requested.split() or not set(requested.split()) <= granted:
                 raise InvalidScopeError("The requested scope exceeds what was granted.")
         self.request.client = client
+        self.request.refresh_token_found = found
 
     def create_token_response(self):
         svc = services()
@@ -158,12 +159,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         requested = self.request.form.get("scope")
         scope = " ".join(dict.fromkeys(requested.split())) if requested else None
         try:
-            issued = svc.grants.rotate_refresh_token(self.request.form["refresh_token"], client.row, scope)
+            issued = svc.grants.rotate_refresh_token(self.request.refresh_token_found, client.row, scope,
+                                                     touch_session=svc.sessions.touch_by_id)
         except GrantError as error:
             log.info("refresh refused for %s: %s", client.client_id, error.reason)
             raise InvalidGrantError("The refresh token is invalid.") from error
-        family = svc.grants.family(issued.family_id)
-        svc.sessions.touch_by_id(family.session_id if family else None)
         return 200, _token_body(issued), self.TOKEN_RESPONSE_HEADER
 
 
@@ -221,36 +221,36 @@ def find_token(token: str, hint: str | None) -> TokenRef | None:
 
 
 def _find_access_token(svc, token: str) -> TokenRef | None:
-    row = svc.grants.find_access_token_row(token)
-    if row is None:
+    claims = svc.grants.decode_access_token(token)
+    if claims is None:
         return None
-    active = row.revoked_at is None and row.expires_at > utcnow()
+    active = svc.grants.active_for_claims(claims) is not None
     info = {
-        "scope": row.scope,
-        "client_id": row.client_id,
+        "scope": claims.get("scope", ""),
+        "client_id": claims.get("client_id"),
         "token_type": "Bearer",
-        "exp": int(row.expires_at.timestamp()),
-        "iat": int(row.issued_at.timestamp()),
-        "sub": row.user_id or row.client_id,
+        "exp": claims["exp"],
+        "iat": claims.get("iat"),
+        "sub": claims.get("sub"),
         "iss": svc.settings.issuer,
         "aud": svc.settings.issuer,
-        "jti": row.jti,
+        "jti": claims["jti"],
     }
-    if row.session_id:
-        info["sid"] = row.session_id
+    if claims.get("sid"):
+        info["sid"] = claims["sid"]
 
     def revoke():
-        svc.grants.revoke_access_token(row.jti)
+        svc.grants.revoke_access_token(claims["jti"])
 
-    return TokenRef("access_token", row.client_id, active, info, revoke)
+    return TokenRef("access_token", claims.get("client_id"), active, info, revoke)
 
 
 def _find_refresh_token(svc, token: str) -> TokenRef | None:
     found = svc.grants.find_refresh_token(token)
     if found is None:
         return None
-    rt, family = found
-    active = svc.grants.refresh_token_usable(rt, family)
+    rt, family = found.token, found.family
+    active = svc.grants.refresh_token_usable(found)
     info = {
         "scope": family.scope,
         "client_id": family.client_id,
@@ -307,8 +307,8 @@ class Introspection(IgnoreUnknownHint, IntrospectionEndpoint):
 def create_server(app) -> AuthorizationServer:
     def query_client(client_id):
         svc = services()
-        row = svc.clients.get(client_id)
-        return OAuthClient(row, svc.clients.check_secret) if row else None
+        client = svc.clients.snapshot(client_id)
+        return OAuthClient(client, svc.clients.check_secret) if client else None
 
     server = AuthorizationServer(app, query_client=query_client, save_token=lambda token, request: None)
     server._client_auth = StrictClientAuthentication(query_client)

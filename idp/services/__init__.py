@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from idp.crypto.passwords import Passwords
+from idp.services.access_tokens import AccessTokenLedger
 from idp.services.accounts import Accounts
 from idp.services.audit import Audit
 from idp.notify.mail import create_mailer
@@ -53,15 +54,16 @@ class Services:
                             create_sms_sender(settings.sms_webhook_url, settings.instance_dir))
         sessions = Sessions(settings)
         audit = Audit()
+        access_tokens = AccessTokenLedger(settings, store)
         return cls(
             settings=settings,
             store=store,
             passwords=passwords,
             keys=keys,
             accounts=Accounts(settings, store, passwords),
-            clients=Clients(settings),
+            clients=Clients(settings, store, access_tokens),
             sessions=sessions,
-            grants=Grants(settings, keys),
+            grants=Grants(settings, keys, access_tokens),
             notifier=notifier,
             factors=Factors(settings, store, notifier),
             code_limits=CodeAttemptLimits(settings, store),

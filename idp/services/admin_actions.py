@@ -58,16 +58,17 @@ class AdminActions:
     def revoke_token(self, token: str) -> bool:
         """An access token (by jti) or a refresh token (its whole grant) of any client."""
         grants = self.svc.grants
-        row = grants.find_access_token_row(token)
-        if row is not None:
-            grants.revoke_access_token(row.jti)
-            db.session.commit()
-            self._audit("token_revoked", row.user_id, client_id=row.client_id, token_type="access_token")
+        claims = grants.decode_access_token(token)
+        if claims is not None:
+            grants.revoke_access_token(claims["jti"])
+            user_id = None if claims.get("sub") == claims.get("client_id") else claims.get("sub")
+            self._audit("token_revoked", user_id, client_id=claims.get("client_id"), token_type="access_token")
             return True
         found = grants.find_refresh_token(token)
         if found is not None:
-            grants.revoke_family(found[1].id, "revoked_by_admin")
+            grants.revoke_family(found.family.id, "revoked_by_admin")
             db.session.commit()
-            self._audit("token_revoked", found[1].user_id, client_id=found[1].client_id, token_type="refresh_token")
+            self._audit("token_revoked", found.family.user_id, client_id=found.family.client_id,
+                        token_type="refresh_token")
             return True
         return False

@@ -1,8 +1,10 @@
-"""Relying apps: registration rules and secret checks."""
+"""Relying apps: registration rules, secret checks, and the per-process copy the endpoints read."""
 
 from __future__ import annotations
 
 import ipaddress
+import threading
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -18,6 +20,11 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 SCOPES = ("openid", "profile", "email", "phone", "offline_access", "sessions", "admin")
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
+# Changes when any client changes; a process's copies are good while it reads the value they were made under.
+GENERATION_KEY = "clients:generation"
+_GENERATION_TTL = 30 * 24 * 3600
+# Bounds the copies one process keeps (an install with more apps than this simply reads the rest each time).
+_CACHE_LIMIT = 10_000
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -86,9 +93,28 @@ def _as_list(values, what: str) -> list:
     return list(values or ())
 
 
+class ClientSnapshot(SimpleNamespace):
+    """A client's registered fields, detached from any database session so threads can share it."""
+
+    @classmethod
+    def of(cls, row: Client) -> ClientSnapshot:
+        values = {attr.key: getattr(row, attr.key) for attr in Client.__mapper__.column_attrs}
+        for name in ("redirect_uris", "post_logout_redirect_uris", "grant_types"):
+            values[name] = tuple(values[name] or ())
+        return cls(**values)
+
+    @property
+    def is_public(self) -> bool:
+        return self.secret_hash is None
+
+
 class Clients:
-    def __init__(self, settings):
+    def __init__(self, settings, store, access_tokens):
         self._settings = settings
+        self._store = store
+        self._access_tokens = access_tokens
+        self._copies: dict[str, tuple[str, ClientSnapshot]] = {}
+        self._copies_lock = threading.Lock()
 
     def _secret_hash(self, secret: str) -> str:
         return keyed_hash(self._settings.secret_key, "client-secret:" + secret)
@@ -209,6 +235,7 @@ class Clients:
         for field, (_, value) in changes.items():
             setattr(client, field, value)
         db.session.commit()
+        self._changed()
         return changes
 
     def rotate_secret(self, client_id: str) -> str:
@@ -219,6 +246,7 @@ class Clients:
         secret = random_token(32)
         client.secret_hash = self._secret_hash(secret)
         db.session.commit()
+        self._changed()
         return secret
 
     def delete(self, client_id: str) -> None:
@@ -227,6 +255,8 @@ class Clients:
         client = self._existing(client_id)
         db.session.delete(client)
         db.session.commit()
+        self._changed()
+        self._access_tokens.revoke_client(client_id)
 
     def list(self) -> list[Client]:
         return list(db.session.scalars(select(Client).order_by(Client.name, Client.client_id)))
@@ -242,7 +272,41 @@ class Clients:
             return None
         return db.session.get(Client, client_id)
 
-    def check_secret(self, client: Client, secret: str) -> bool:
+    def snapshot(self, client_id: str | None) -> ClientSnapshot | None:
+        """The client as registered, for the token, revocation and introspection endpoints.
+
+        Read from the database once per process and change: every instance sees an update, a secret
+        rotation or a deletion on its next request, because the check of the generation in the shared
+        store (one round trip) comes before any copy is used."""
+        if not client_id or not isinstance(client_id, str) or len(client_id) > 64:
+            return None
+        generation = self._generation()
+        copy = self._copies.get(client_id)
+        if copy is not None and copy[0] == generation:
+            return copy[1]
+        row = self.get(client_id)
+        if row is None:
+            return None
+        snapshot = ClientSnapshot.of(row)
+        with self._copies_lock:
+            if len(self._copies) >= _CACHE_LIMIT:
+                self._copies.clear()
+            self._copies[client_id] = (generation, snapshot)
+        return snapshot
+
+    def _generation(self) -> str:
+        generation = self._store.get(GENERATION_KEY)
+        if generation is None:
+            # First use, or the store was emptied: start a generation no copy was made under.
+            self._store.add(GENERATION_KEY, random_token(12), _GENERATION_TTL)
+            generation = self._store.get(GENERATION_KEY) or ""
+        return generation
+
+    def _changed(self) -> None:
+        """After the commit: a copy made from the old row before this point is never used again."""
+        self._store.set(GENERATION_KEY, random_token(12), _GENERATION_TTL)
+
+    def check_secret(self, client: Client | ClientSnapshot, secret: str) -> bool:
         if client.secret_hash is None or not secret:
             return False
         return constant_time_equal(client.secret_hash, self._secret_hash(secret))

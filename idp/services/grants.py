@@ -1,7 +1,8 @@
 """Authorization codes, token families, access and refresh tokens: issue, consume, revoke.
 
 Codes and refresh tokens are consumed atomically (UPDATE … WHERE used_at IS NULL RETURNING):
-of two concurrent redemptions exactly one wins, and the loser is treated as a replay.
+of two concurrent redemptions exactly one wins, and the loser is treated as a replay. Access
+tokens are JWTs whose revocation state lives in the shared store (idp.services.access_tokens).
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from idp.crypto.keys import InvalidJWT
 from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
+from idp.services.access_tokens import AccessTokenLedger, AccessTokenRecord
 from idp.services.sessions import past_limits
 from idp.storage.models import (
-    AccessToken,
     AuthorizationCode,
     BrowserSession,
     Client,
@@ -48,6 +49,15 @@ class IssuedTokens:
 
 
 @dataclass(frozen=True)
+class FoundRefreshToken:
+    """A refresh token with its grant and the session the grant came from, read in one query."""
+
+    token: RefreshToken
+    family: TokenFamily
+    session: BrowserSession | None
+
+
+@dataclass(frozen=True)
 class ActiveAccessToken:
     jti: str
     client_id: str
@@ -66,9 +76,10 @@ def _epoch(value: datetime) -> int:
 
 
 class Grants:
-    def __init__(self, settings, keys):
+    def __init__(self, settings, keys, access_tokens: AccessTokenLedger):
         self._settings = settings
         self._keys = keys
+        self.access_tokens = access_tokens
 
     # -- authorization codes --------------------------------------------------------------
 
@@ -148,6 +159,7 @@ class Grants:
 
     def issue_for_code(self, code: AuthorizationCode, client: Client, with_refresh: bool) -> IssuedTokens:
         now = utcnow()
+        session = db.session.get(BrowserSession, code.session_id)
         family = TokenFamily(
             client_id=client.client_id,
             user_id=code.user_id,
@@ -167,58 +179,56 @@ class Grants:
             .where(AuthorizationCode.code_hash == code.code_hash)
             .values(family_id=family.id)
         )
-        issued = self._issue(family, client, code.scope, with_refresh, now)
+        issued = self._issue(family, client, code.scope, with_refresh, now, session)
         db.session.commit()
         return issued
 
     def issue_client_credentials(self, client: Client, scope: str) -> IssuedTokens:
+        """No database write: the token's record in the shared store is all a revocation needs."""
         now = utcnow()
+        expires_at = _epoch(now) + self._settings.access_token_ttl
         jti, token = self._sign_access_token(
-            client=client, subject=client.client_id, scope=scope, now=now, family=None
+            client=client, subject=client.client_id, scope=scope, now=now, expires_at=expires_at, family=None
         )
-        db.session.add(
-            AccessToken(
-                jti=jti,
-                client_id=client.client_id,
-                scope=scope,
-                issued_at=now,
-                expires_at=now + timedelta(seconds=self._settings.access_token_ttl),
-            )
-        )
-        db.session.commit()
+        self.access_tokens.record(AccessTokenRecord(jti, client.client_id, None, None, None, scope), expires_at)
         return IssuedTokens(token, self._settings.access_token_ttl, scope, None, None, jti)
 
-    def _issue(self, family: TokenFamily, client: Client, scope: str, with_refresh: bool, now) -> IssuedTokens:
+    def _access_token_expiry(self, now: datetime, session: BrowserSession | None) -> int:
+        """Never past the session's idle or absolute limit as it stands now, so a token cannot outlive
+        its session even before the sweep ends it (the idle limit only moves later with use)."""
+        ends = now + timedelta(seconds=self._settings.access_token_ttl)
+        if session is not None:
+            ends = min(ends, session.expires_at,
+                       session.last_active_at + timedelta(seconds=self._settings.session_idle_ttl))
+        return _epoch(ends)
+
+    def _issue(self, family: TokenFamily, client: Client, scope: str, with_refresh: bool, now,
+               session: BrowserSession | None) -> IssuedTokens:
+        expires_at = self._access_token_expiry(now, session)
         jti, token = self._sign_access_token(
-            client=client, subject=family.user_id, scope=scope, now=now, family=family
+            client=client, subject=family.user_id, scope=scope, now=now, expires_at=expires_at, family=family
         )
-        db.session.add(
-            AccessToken(
-                jti=jti,
-                family_id=family.id,
-                client_id=client.client_id,
-                user_id=family.user_id,
-                session_id=family.session_id,
-                scope=scope,
-                issued_at=now,
-                expires_at=now + timedelta(seconds=self._settings.access_token_ttl),
-            )
+        # Recorded before the caller commits: if the commit fails, the token never reaches the app.
+        self.access_tokens.record(
+            AccessTokenRecord(jti, client.client_id, family.user_id, family.session_id, family.id, scope), expires_at
         )
         refresh = None
         if with_refresh:
             refresh = random_token(32)
             idle_expiry = now + timedelta(seconds=self._settings.refresh_token_idle_ttl)
-            db.session.add(
-                RefreshToken(
+            # A plain INSERT: the ORM's unit of work costs more than the statement on this hot path.
+            db.session.execute(
+                insert(RefreshToken).values(
                     token_hash=sha256_hex(refresh),
                     family_id=family.id,
                     created_at=now,
                     expires_at=min(idle_expiry, family.expires_at),
                 )
             )
-        return IssuedTokens(token, self._settings.access_token_ttl, scope, family.id, refresh, jti)
+        return IssuedTokens(token, max(0, expires_at - _epoch(now)), scope, family.id, refresh, jti)
 
-    def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, family: TokenFamily | None):
+    def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, expires_at: int,
+                           family: TokenFamily | None):
         """RFC 9068 JWT access token; its jti row makes revocation immediate."""
         jti = random_token(16)
         claims = {
@@ -229,7 +239,7 @@ class Grants:
             "scope": scope,
             "jti": jti,
             "iat": _epoch(now),
-            "exp": _epoch(now) + self._settings.access_token_ttl,
+            "exp": expires_at,
         }
         if family is not None:
             if family.session_id:
@@ -243,58 +253,61 @@ class Grants:
 
     # -- refresh -----------------------------------------------------------------------------
 
-    def find_refresh_token(self, token: str) -> tuple[RefreshToken, TokenFamily] | None:
+    def find_refresh_token(self, token: str) -> FoundRefreshToken | None:
         if not isinstance(token, str) or not token or len(token) > 200:
             return None
-        row = db.session.get(RefreshToken, sha256_hex(token))
-        if row is None:
-            return None
-        return row, db.session.get(TokenFamily, row.family_id)
+        row = db.session.execute(
+            select(RefreshToken, TokenFamily, BrowserSession)
+            .join(TokenFamily, TokenFamily.id == RefreshToken.family_id)
+            .outerjoin(BrowserSession, BrowserSession.id == TokenFamily.session_id)
+            .where(RefreshToken.token_hash == sha256_hex(token))
+        ).first()
+        return FoundRefreshToken(*row) if row is not None else None
 
-    def refresh_token_usable(self, rt: RefreshToken, family: TokenFamily, now=None) -> bool:
-        return rt.used_at is None and self._refresh_chain_alive(rt, family, now or utcnow())
+    def refresh_token_usable(self, found: FoundRefreshToken, now=None) -> bool:
+        return found.token.used_at is None and self._refresh_chain_alive(found, now or utcnow())
 
-    def _refresh_chain_alive(self, rt: RefreshToken, family: TokenFamily, now) -> bool:
+    def _refresh_chain_alive(self, found: FoundRefreshToken, now) -> bool:
+        family = found.family
         return (
-            rt.expires_at > now
+            found.token.expires_at > now
             and family.revoked_at is None
             and family.expires_at > now
-            and (family.session_id is None or self._session_active(family.session_id, now))
+            and (family.session_id is None or (found.session is not None and self._session_alive(found.session, now)))
         )
-
-    def _session_active(self, session_id: str, now) -> bool:
-        session = db.session.get(BrowserSession, session_id)
-        return session is not None and self._session_alive(session, now)
 
     def _session_alive(self, session: BrowserSession, now) -> bool:
         return session.ended_at is None and not past_limits(session, self._settings.session_idle_ttl, now)
 
-    def rotate_refresh_token(self, token: str, client: Client, scope: str | None) -> IssuedTokens:
-        """Consume the refresh token and issue a new pair; a reused token revokes its whole family."""
-        found = self.find_refresh_token(token)
-        if found is None:
-            raise GrantError("unknown refresh token")
-        rt, family = found
+    def rotate_refresh_token(self, found: FoundRefreshToken, client: Client, scope: str | None,
+                             touch_session=None) -> IssuedTokens:
+        """Consume the refresh token and issue a new pair; a reused token revokes its whole family.
+
+        `touch_session(session_id)` records the session's activity in the same transaction."""
+        rt, family = found.token, found.family
         if family.client_id != client.client_id:
             raise GrantError("refresh token of another client")
         now = utcnow()
-        if rt.used_at is None and not self._refresh_chain_alive(rt, family, now):
+        if rt.used_at is None and not self._refresh_chain_alive(found, now):
             raise GrantError("refresh token expired or revoked")
         consumed = db.session.execute(
             update(RefreshToken)
             .where(RefreshToken.token_hash == rt.token_hash, RefreshToken.used_at.is_(None))
             .values(used_at=now)
+            .execution_options(synchronize_session=False)
         ).rowcount
         if not consumed:
             self.revoke_family(family.id, "refresh_token_reused")
             db.session.commit()
             raise GrantError("refresh token already used", replay=True)
-        issued = self._issue(family, client, scope or family.scope, True, now)
+        issued = self._issue(family, client, scope or family.scope, True, now, found.session)
+        session = found.session
+        # Only when the recorded activity is older than the touch interval: most refreshes write nothing more.
+        if (touch_session is not None and session is not None
+                and session.last_active_at < now - timedelta(seconds=self._settings.session_touch_interval)):
+            touch_session(session.id)
         db.session.commit()
         return issued
-
-    def family(self, family_id: str | None) -> TokenFamily | None:
-        return db.session.get(TokenFamily, family_id) if family_id else None
 
     # -- revocation and validation --------------------------------------------------------
 
@@ -305,16 +318,15 @@ class Grants:
             .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
             .values(revoked_at=now, revoke_reason=reason)
         )
-        db.session.execute(
-            update(AccessToken)
-            .where(AccessToken.family_id == family_id, AccessToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+        # Written before the caller commits: should the commit fail, the tokens are dead anyway (fail closed).
+        self.access_tokens.revoke_family(family_id)
 
     def revoke_access_token(self, jti: str) -> None:
-        db.session.execute(
-            update(AccessToken).where(AccessToken.jti == jti, AccessToken.revoked_at.is_(None)).values(revoked_at=utcnow())
-        )
+        self.access_tokens.revoke(jti)
+
+    def end_sessions(self, session_ids) -> None:
+        """Every access token issued through these sessions stops working on every instance at once."""
+        self.access_tokens.end_sessions(session_ids)
 
     def decode_access_token(self, token: str) -> dict | None:
         """Our signature, our issuer, the access-token type, not expired; None otherwise."""
@@ -331,27 +343,20 @@ class Grants:
         return claims
 
     def active_access_token(self, token: str) -> ActiveAccessToken | None:
-        """Valid and not revoked: the database row is the truth, shared by every instance."""
+        """Valid and not revoked, its grant and session still standing, as every instance sees it."""
         claims = self.decode_access_token(token)
-        if claims is None:
-            return None
-        found = db.session.execute(
-            select(AccessToken, BrowserSession)
-            .outerjoin(BrowserSession, BrowserSession.id == AccessToken.session_id)
-            .where(AccessToken.jti == claims["jti"])
-        ).first()
-        if found is None:
-            return None
-        row, session = found
-        now = utcnow()
-        if row.revoked_at is not None or row.expires_at <= now:
-            return None
-        # A session past its idle or absolute limit fails at once, before the sweep ends it.
-        if row.session_id and (session is None or not self._session_alive(session, now)):
-            return None
-        return ActiveAccessToken(row.jti, row.client_id, row.user_id, row.session_id, row.scope, claims)
+        return self.active_for_claims(claims) if claims is not None else None
 
-    def find_access_token_row(self, token: str) -> AccessToken | None:
-        claims = self.decode_access_token(token)
-        return db.session.get(AccessToken, claims["jti"]) if claims else None
+    def active_for_claims(self, claims: dict) -> ActiveAccessToken | None:
+        record = self.access_tokens.find(claims)
+        if record is None:
+            return None
+        return ActiveAccessToken(record.jti, record.client_id, record.user_id, record.session_id, record.scope,
+                                 claims)
 
+
+def end_access_tokens_of_session(sender, session_id: str, **_) -> None:
+    """Receiver of `session_ending`: the session's access tokens die with it, before the commit."""
+    from idp.services import services
+
+    services().grants.end_sessions([session_id])

@@ -1,0 +1,88 @@
+"""Which issued access tokens are still good: kept in the shared store, not in the database.
+
+An access token is a signed JWT that lives minutes (RFC 9068); what the signature cannot say is
+whether it was revoked since. That answer must be the same on every instance at once, and the
+token, introspection and UserInfo endpoints ask it on every call, so it lives in the shared store
+(Redis, or the in-process store of a single-process deployment), where each token expires by
+itself when the JWT does:
+
+- `at:<jti>` — issued and not revoked: who it was issued to, for which session and grant;
+- `at-family-revoked:<family id>` — every token of a revoked grant (refresh reuse, code replay,
+  revocation by the app or an admin) is dead;
+- `at-session-ended:<session id>` — every token issued through an ended session is dead;
+- `at-client-deleted:<client id>` — every token of a deleted client is dead.
+
+The markers only need to outlive the tokens issued before them, so they expire after one access
+token lifetime plus a margin for a token signed while the revocation was being written.
+
+Losing the store (a Redis flush) fails closed: every access token becomes inactive and apps use
+their refresh tokens, which stay in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+# A token signed while its grant was being revoked may be recorded a moment after the marker.
+_MARKER_MARGIN_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class AccessTokenRecord:
+    jti: str
+    client_id: str
+    user_id: str | None
+    session_id: str | None
+    family_id: str | None
+    scope: str
+
+
+class AccessTokenLedger:
+    def __init__(self, settings, store):
+        self._settings = settings
+        self._store = store
+
+    @property
+    def _marker_ttl(self) -> int:
+        return self._settings.access_token_ttl + _MARKER_MARGIN_SECONDS
+
+    def record(self, token: AccessTokenRecord, expires_at: int) -> None:
+        lifetime = expires_at - int(time.time())
+        if lifetime <= 0:
+            return
+        body = {"c": token.client_id, "u": token.user_id, "s": token.session_id, "f": token.family_id,
+                "scope": token.scope}
+        self._store.set(f"at:{token.jti}", json.dumps(body, separators=(",", ":")), lifetime)
+
+    def find(self, claims: dict) -> AccessTokenRecord | None:
+        """The record of an unrevoked token whose grant, session and client still stand; None otherwise.
+
+        `claims` are those of a verified token: its client and session are read from them so that
+        one round trip answers for the token, its client and its session; a grant's marker, whose
+        id only the record knows, costs a second one for tokens issued to a person."""
+        keys = [f"at:{claims['jti']}", f"at-client-deleted:{claims.get('client_id')}"]
+        if claims.get("sid"):
+            keys.append(f"at-session-ended:{claims['sid']}")
+        raw, *markers = self._store.get_many(*keys)
+        if raw is None or any(marker is not None for marker in markers):
+            return None
+        body = json.loads(raw)
+        if body["f"] and self._store.get(f"at-family-revoked:{body['f']}") is not None:
+            return None
+        if body["s"] and body["s"] != claims.get("sid"):
+            return None  # the claims and the record disagree: not a token this server signed as recorded
+        return AccessTokenRecord(claims["jti"], body["c"], body["u"], body["s"], body["f"], body["scope"])
+
+    def revoke(self, jti: str) -> None:
+        self._store.delete(f"at:{jti}")
+
+    def revoke_family(self, family_id: str) -> None:
+        self._store.set(f"at-family-revoked:{family_id}", "1", self._marker_ttl)
+
+    def revoke_client(self, client_id: str) -> None:
+        self._store.set(f"at-client-deleted:{client_id}", "1", self._marker_ttl)
+
+    def end_sessions(self, session_ids) -> None:
+        self._store.set_many({f"at-session-ended:{sid}": "1" for sid in session_ids}, self._marker_ttl)

@@ -1,0 +1,190 @@
+"""Access-token state in the shared store, and the per-process copies of clients.
+
+Two app instances on one database and one Redis stand for two servers: what one of them revokes,
+rotates or deletes, the other must honour on its very next request. The embedded backend has one
+process only, so the cross-instance tests run on PostgreSQL + Redis.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.mfa_support import services_of
+from tests.support import PASSWORD, OIDCBrowser, bearer, introspect, jwt_payload, refresh, token_request
+
+
+def _machine(app, scope="admin"):
+    with app.app_context():
+        client, secret = services_of(app).clients.create(name="Alarm receiver", grant_types=["client_credentials"],
+                                                         scope=scope)
+        return {"client_id": client.client_id, "client_secret": secret}
+
+
+def _app_client(app):
+    with app.app_context():
+        client, secret = services_of(app).clients.create(
+            name="Alarm panel app", redirect_uris=["https://rp.example/cb"], first_party=True,
+            scope="openid profile email offline_access")
+        return {"client_id": client.client_id, "client_secret": secret, "redirect_uri": "https://rp.example/cb"}
+
+
+def _user(app, email="alice@example.com"):
+    with app.app_context():
+        services_of(app).accounts.create_user(email, PASSWORD, "Alice")
+
+
+def _cc_token(app, machine):
+    response = token_request(app.test_client(), machine, {"grant_type": "client_credentials"})
+    return response
+
+
+def _signed_in_tokens(app, rp, email="alice@example.com") -> dict:
+    browser = OIDCBrowser(app.test_client())
+    code = browser.login_and_get_code(rp, email, scope="openid profile offline_access")["code"]
+    response = browser.exchange(rp, code)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.json
+
+
+@pytest.fixture
+def two_instances(make_app, backend):
+    if backend != "postgres":
+        pytest.skip("the in-process store serves one process only (SPEC §1)")
+    first = make_app()
+    second = make_app(redis_prefix=first.extensions["idp"].settings.redis_prefix)
+    return first, second
+
+
+# -- clients: copies per process, checked against the shared generation -------------------------------
+
+
+def test_a_secret_rotated_on_one_instance_stops_working_on_the_other_at_once(two_instances):
+    first, second = two_instances
+    machine = _machine(first)
+    assert _cc_token(first, machine).status_code == 200  # the first instance now holds a copy
+    with second.app_context():
+        new_secret = services_of(second).clients.rotate_secret(machine["client_id"])
+    assert _cc_token(first, machine).status_code == 401
+    assert _cc_token(first, {**machine, "client_secret": new_secret}).status_code == 200
+
+
+def test_a_scope_narrowed_on_one_instance_applies_on_the_other_at_once(two_instances):
+    first, second = two_instances
+    machine = _machine(first, scope="admin sessions")
+    assert token_request(first.test_client(), machine, {"grant_type": "client_credentials",
+                                                         "scope": "admin"}).status_code == 200
+    with second.app_context():
+        services_of(second).clients.update(machine["client_id"], scope="sessions")
+    narrowed = token_request(first.test_client(), machine, {"grant_type": "client_credentials", "scope": "admin"})
+    assert narrowed.status_code == 400 and narrowed.json["error"] == "invalid_scope"
+
+
+def test_a_client_deleted_on_one_instance_loses_its_tokens_on_the_other(two_instances):
+    first, second = two_instances
+    machine, observer = _machine(first), _machine(first)
+    token = _cc_token(first, machine).json["access_token"]
+    assert introspect(first.test_client(), machine, token).json["active"] is True
+    with second.app_context():
+        services_of(second).clients.delete(machine["client_id"])
+    assert _cc_token(first, machine).status_code == 401
+    with first.app_context():
+        assert services_of(first).grants.active_access_token(token) is None
+    # An introspecting client other than the owner never learns of it either way.
+    assert introspect(first.test_client(), observer, token).json == {"active": False}
+
+
+def test_a_copy_is_not_trusted_once_the_store_forgets_the_generation(two_instances, redis_url):
+    import redis
+
+    first, second = two_instances
+    machine = _machine(first)
+    assert _cc_token(first, machine).status_code == 200
+    prefix = first.extensions["idp"].settings.redis_prefix
+    raw = redis.Redis.from_url(redis_url)
+    raw.delete(prefix + "clients:generation")  # as after a Redis restart …
+    with second.app_context():  # … during which the secret is rotated straight in the database
+        from idp.extensions import db
+        from idp.storage.models import Client
+
+        db.session.get(Client, machine["client_id"]).secret_hash = "0" * 64
+        db.session.commit()
+    assert _cc_token(first, machine).status_code == 401
+
+
+# -- access tokens: revoked, ended or lost anywhere means inactive everywhere ---------------------------
+
+
+def test_a_refresh_token_reused_on_one_instance_ends_its_access_tokens_on_the_other(two_instances):
+    first, second = two_instances
+    rp = _app_client(first)
+    _user(first)
+    tokens = _signed_in_tokens(first, rp)
+    rotated = refresh(second.test_client(), rp, tokens["refresh_token"])
+    assert rotated.status_code == 200
+    assert introspect(first.test_client(), rp, rotated.json["access_token"]).json["active"] is True
+    replayed = refresh(second.test_client(), rp, tokens["refresh_token"])
+    assert replayed.status_code == 400 and replayed.json["error"] == "invalid_grant"
+    for token in (tokens["access_token"], rotated.json["access_token"]):
+        assert introspect(first.test_client(), rp, token).json == {"active": False}
+        assert first.test_client().get("/userinfo", headers=bearer(token)).status_code == 401
+
+
+def test_an_access_token_revoked_on_one_instance_is_inactive_on_the_other(two_instances):
+    first, second = two_instances
+    machine = _machine(first)
+    token = _cc_token(first, machine).json["access_token"]
+    revoked = token_request(second.test_client(), machine, {"token": token}, path="/revoke")
+    assert revoked.status_code == 200
+    assert introspect(first.test_client(), machine, token).json == {"active": False}
+
+
+def test_an_emptied_store_fails_closed_and_refresh_tokens_carry_on(make_app, backend, redis_url):
+    app = make_app()
+    rp = _app_client(app)
+    _user(app)
+    tokens = _signed_in_tokens(app, rp)
+    store = app.extensions["idp"].store
+    if backend == "postgres":
+        import redis
+
+        raw = redis.Redis.from_url(redis_url)
+        for key in raw.scan_iter(app.extensions["idp"].settings.redis_prefix + "at:*"):
+            raw.delete(key)
+    else:
+        store._data.clear()
+    assert introspect(app.test_client(), rp, tokens["access_token"]).json == {"active": False}
+    assert app.test_client().get("/userinfo", headers=bearer(tokens["access_token"])).status_code == 401
+    renewed = refresh(app.test_client(), rp, tokens["refresh_token"])
+    assert renewed.status_code == 200
+    assert introspect(app.test_client(), rp, renewed.json["access_token"]).json["active"] is True
+
+
+def test_an_access_token_never_outlives_its_session(make_app):
+    # The session ends 5 minutes after sign-in, before a 10-minute access token would.
+    app = make_app(session_absolute_ttl=300, access_token_ttl=600)
+    rp = _app_client(app)
+    _user(app)
+    tokens = _signed_in_tokens(app, rp)
+    claims = jwt_payload(tokens["access_token"])
+    assert claims["exp"] - claims["iat"] <= 300
+    assert tokens["expires_in"] <= 300
+    with app.app_context():
+        from idp.extensions import db
+        from idp.storage.models import BrowserSession
+
+        session = db.session.get(BrowserSession, claims["sid"])
+        assert claims["exp"] <= int(session.expires_at.timestamp())
+
+
+def test_the_record_must_match_the_session_the_token_names(make_app):
+    """A record is only good for the token it was written for: the signed sid and the recorded one agree."""
+    app = make_app()
+    rp = _app_client(app)
+    _user(app)
+    tokens = _signed_in_tokens(app, rp)
+    claims = jwt_payload(tokens["access_token"])
+    with app.app_context():
+        grants = services_of(app).grants
+        assert grants.active_for_claims(claims) is not None
+        assert grants.active_for_claims({**claims, "sid": "another-session"}) is None
+        assert grants.active_for_claims({**claims, "jti": "unknown"}) is None
