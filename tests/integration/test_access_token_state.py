@@ -188,3 +188,30 @@ def test_the_record_must_match_the_session_the_token_names(make_app):
         assert grants.active_for_claims(claims) is not None
         assert grants.active_for_claims({**claims, "sid": "another-session"}) is None
         assert grants.active_for_claims({**claims, "jti": "unknown"}) is None
+
+
+def test_a_refresh_counts_as_session_activity_once_per_touch_interval(make_app):
+    from datetime import timedelta
+
+    from idp.extensions import db
+    from idp.storage.models import BrowserSession
+
+    app = make_app(session_touch_interval=60)
+    rp = _app_client(app)
+    _user(app)
+    tokens = _signed_in_tokens(app, rp)
+    sid = jwt_payload(tokens["access_token"])["sid"]
+
+    def last_active():
+        with app.app_context():
+            return db.session.get(BrowserSession, sid).last_active_at
+
+    signed_in_at = last_active()
+    tokens = refresh(app.test_client(), rp, tokens["refresh_token"]).json
+    assert last_active() == signed_in_at, "within the touch interval nothing is written"
+
+    with app.app_context():
+        db.session.get(BrowserSession, sid).last_active_at = signed_in_at - timedelta(minutes=5)
+        db.session.commit()
+    assert refresh(app.test_client(), rp, tokens["refresh_token"]).status_code == 200
+    assert last_active() > signed_in_at - timedelta(seconds=5)
