@@ -6,10 +6,10 @@ import json
 import logging
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from idp.extensions import db
-from idp.storage.models import AuditEvent
+from idp.storage.models import AuditEvent, new_id, utcnow
 
 log = logging.getLogger("idp.audit")
 
@@ -57,8 +57,28 @@ class Audit:
 
 
 def record_session_end(sender, session_id: str, user_id: str | None, reason: str, actor_type: str = "system",
-                       actor_id: str | None = None, **_):
+                       actor_id: str | None = None, batched: bool = False, **_):
     # Runs inside the ending transaction (session_ending): the audit row commits with the end.
+    if batched:  # sessions ended together are recorded at once by record_sessions_end
+        return
     current_app.extensions["idp"].audit.record("session_ended", user_id=user_id, actor_type=actor_type,
                                                actor_id=actor_id, session_id=session_id, reason=reason,
                                                commit=False)
+
+
+def record_sessions_end(sender, session_ids: list[str], user_id: str | None, reason: str,
+                        actor_type: str = "system", actor_id: str | None = None, **_):
+    """The session_ended rows of sessions ended together (sessions_ending), as one multi-row INSERT in the
+    ending transaction: a user with a thousand sessions must not cost a thousand ORM objects."""
+    if actor_id is None and actor_type == "user":
+        actor_id = user_id
+    now = utcnow()
+    rows = [{"id": new_id(), "occurred_at": now, "event": "session_ended", "user_id": user_id,
+             "actor_type": actor_type, "actor_id": actor_id, "session_id": session_id, "client_id": None,
+             "ip": None, "user_agent": None, "details": {"reason": reason}} for session_id in session_ids]
+    if rows:
+        db.session.execute(insert(AuditEvent), rows)
+    for session_id in session_ids:
+        log.info(json.dumps({"event": "session_ended", "user_id": user_id, "actor_type": actor_type,
+                             "actor_id": actor_id, "session_id": session_id, "client_id": None, "ip": None,
+                             "reason": reason}))

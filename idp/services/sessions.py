@@ -14,8 +14,21 @@ from idp.storage.models import AccessToken, BrowserSession, SessionClient, Token
 # Both carry session_id, user_id, reason, actor_type, actor_id. `session_ending` is sent inside the
 # transaction that ends the session, so what its receivers write (the logout outbox, the audit row)
 # commits with it or not at all; `session_ended` is sent after the commit, for work outside the database.
+# When several sessions end together (end_all_for_user) each still gets both, with batched=True, and
+# `sessions_ending` / `sessions_ended` follow once with session_ids: a receiver that can do its work
+# for the whole set in a few statements (the logout outbox) does it there and skips the batched ones.
 session_ending = signal("idp.session-ending")
 session_ended = signal("idp.session-ended")
+sessions_ending = signal("idp.sessions-ending")
+sessions_ended = signal("idp.sessions-ended")
+
+# Ids per IN (…) list: far below SQLite's bound-parameter limit, and a plan PostgreSQL keeps cheap.
+IN_CHUNK = 500
+
+
+def chunks(values: list, size: int = IN_CHUNK):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def past_limits(session: BrowserSession, idle_ttl: int, now: datetime) -> bool:
@@ -124,8 +137,6 @@ class Sessions:
             link.last_seen_at = utcnow()
         db.session.commit()
 
-
-
     def end(self, session_id: str, reason: str, actor_type: str = "system", actor_id: str | None = None) -> bool:
         """End a session and revoke every token issued through it. Returns False if it had already ended."""
         session = db.session.get(BrowserSession, session_id, with_for_update=True)
@@ -143,25 +154,40 @@ class Sessions:
     def _mark_ended(self, session: BrowserSession, reason: str, now: datetime) -> None:
         session.ended_at = now
         session.end_reason = reason
-        db.session.execute(
-            update(TokenFamily)
-            .where(TokenFamily.session_id == session.id, TokenFamily.revoked_at.is_(None))
-            .values(revoked_at=now, revoke_reason="session_ended")
-        )
-        db.session.execute(
-            update(AccessToken)
-            .where(AccessToken.session_id == session.id, AccessToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+        _revoke_tokens_of([session.id], now)
 
     def end_all_for_user(self, user_id: str, reason: str, except_session_id: str | None = None,
                          actor_type: str = "system", actor_id: str | None = None) -> int:
-        """End every open session of the user (but one, when given); returns how many ended."""
-        ids = db.session.scalars(
-            select(BrowserSession.id).where(BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))
-        ).all()
-        return sum(self.end(session_id, reason, actor_type, actor_id) for session_id in ids
-                   if session_id != except_session_id)
+        """End every open session of the user (but one, when given) in one transaction; returns how many ended.
+
+        Set-based: one UPDATE … RETURNING claims the sessions (a concurrent `end` of one of them waits
+        for the row lock and then finds it ended, so each session ends exactly once), a few statements
+        revoke their tokens, and the logout outbox is filled for all of them at once. A user with a
+        thousand sessions costs a handful of statements, not a transaction per session.
+        """
+        now = utcnow()
+        claim = (
+            update(BrowserSession)
+            .where(BrowserSession.user_id == user_id, BrowserSession.ended_at.is_(None))
+            .values(ended_at=now, end_reason=reason)
+            .returning(BrowserSession.id)
+        )
+        if except_session_id is not None:
+            claim = claim.where(BrowserSession.id != except_session_id)
+        ids = list(db.session.scalars(claim))
+        if not ids:
+            # The caller's own unsaved work stays as it was: neither committed nor rolled back here.
+            return 0
+        _revoke_tokens_of(ids, now)
+        common = {"user_id": user_id, "reason": reason, "actor_type": actor_type, "actor_id": actor_id}
+        for session_id in ids:
+            session_ending.send(self, session_id=session_id, batched=True, **common)
+        sessions_ending.send(self, session_ids=ids, **common)
+        db.session.commit()
+        for session_id in ids:
+            session_ended.send(self, session_id=session_id, batched=True, **common)
+        sessions_ended.send(self, session_ids=ids, **common)
+        return len(ids)
 
     def end_expired(self, limit: int = 200) -> int:
         """End sessions past their idle or absolute limit, so their apps hear of it without a visit."""
@@ -184,3 +210,17 @@ class Sessions:
         ).all()
         return [s for s in rows if not self.is_expired(s)]
 
+
+def _revoke_tokens_of(session_ids: list[str], now: datetime) -> None:
+    """Revoke every grant and access token issued through these sessions (in the caller's transaction)."""
+    for chunk in chunks(session_ids):
+        db.session.execute(
+            update(TokenFamily)
+            .where(TokenFamily.session_id.in_(chunk), TokenFamily.revoked_at.is_(None))
+            .values(revoked_at=now, revoke_reason="session_ended")
+        )
+        db.session.execute(
+            update(AccessToken)
+            .where(AccessToken.session_id.in_(chunk), AccessToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
