@@ -98,6 +98,23 @@ class Settings:
     argon2_memory_kib: int = 19 * 1024
     argon2_parallelism: int = 1
     default_signing_alg: str = "ES256"
+    # `idp purge` and the worker's periodic purge (idp/services/purge.py). Codes and tokens go this
+    # long after they expired: a replayed code or rotated refresh token inside the window still finds
+    # its row and revokes its grant (RFC 6749 §4.1.2, RFC 9700 §4.14.2), and instances whose clocks
+    # differ by seconds never disagree about a row that is already gone.
+    purge_token_grace: int = 3600
+    # Nothing shows ended sessions to people, but the audit trail names sessions by id; the row (device,
+    # IP, user agent, why it ended) is what an investigation of a recent incident looks up.
+    ended_session_retention: int = 30 * 24 * 3600
+    # Delivered or finally failed back-channel logouts stay on /admin/logout-deliveries this long.
+    logout_outbox_retention: int = 7 * 24 * 3600
+    # The outbox worker (`idp worker`, and each `idp serve` worker) purges once per interval, one
+    # process per interval across the deployment; 0 turns it off for those who run `idp purge` from cron.
+    # Without either, expired tokens pile up by the million on a busy deployment.
+    purge_interval: int = 3600
+    # The worker's purge runs in slices of this many seconds between outbox passes, so back-channel
+    # deliveries wait at most this long behind it.
+    purge_slice_seconds: int = 1
     # Old public keys stay in JWKS until every token signed with them has expired.
     retired_key_grace: int = 24 * 3600
 
@@ -133,7 +150,8 @@ _ENV_KEYS = {
 _INT_FIELDS = {f.name for f in dataclasses.fields(Settings) if f.type in ("int", int)}
 # Zero means "none" for these; for every other number zero cannot work (a zero TTL is refused by the
 # store, a zero limit locks everyone out), so it is refused at start-up rather than at the first sign-in.
-_MAY_BE_ZERO = {"proxy_hops", "session_touch_interval", "password_reset_min_response_ms"}
+_MAY_BE_ZERO = {"proxy_hops", "session_touch_interval", "password_reset_min_response_ms", "purge_interval",
+                "purge_token_grace"}
 _BOOL_FIELDS = {f.name for f in dataclasses.fields(Settings) if f.type in ("bool", bool)}
 
 
