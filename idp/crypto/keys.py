@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -44,6 +45,10 @@ def generate_key(alg: str) -> KeyMaterial:
     )
 
 
+# Each process rereads the key table every 30 s; importing (and so validating) an RSA private key
+# costs milliseconds, so a key already seen is taken from here. Keyed by the JWK itself: a changed key
+# is a new entry.
+@functools.lru_cache(maxsize=32)
 def _import(jwk_json: str):
     data = json.loads(jwk_json)
     return (ECKey if data["kty"] == "EC" else RSAKey).import_key(data)
