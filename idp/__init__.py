@@ -83,7 +83,7 @@ def _register_rooms(app: Flask, settings: Settings) -> None:
     from idp.oidc import logout, metadata, token_views, views  # noqa: F401  (routes)
     from idp.oidc.backchannel import init_backchannel
     from idp.services.audit import record_session_end, record_sessions_end
-    from idp.services.grants import end_access_tokens_of_session
+    from idp.services.grants import end_access_tokens_of_session, end_access_tokens_of_sessions
     from idp.services.sessions import session_ending, sessions_ending
     from idp.oidc.blueprint import bp as oidc_bp
     from idp.oidc.server import create_server
@@ -95,6 +95,7 @@ def _register_rooms(app: Flask, settings: Settings) -> None:
     session_ending.connect(record_session_end)
     sessions_ending.connect(record_sessions_end)
     session_ending.connect(end_access_tokens_of_session)
+    sessions_ending.connect(end_access_tokens_of_sessions)
     app.register_blueprint(oidc_bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)

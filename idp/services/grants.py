@@ -355,8 +355,16 @@ class Grants:
                                  claims)
 
 
-def end_access_tokens_of_session(sender, session_id: str, **_) -> None:
+def end_access_tokens_of_session(sender, session_id: str, batched: bool = False, **_) -> None:
     """Receiver of `session_ending`: the session's access tokens die with it, before the commit."""
+    if not batched:  # sessions ended together are marked in one round trip by end_access_tokens_of_sessions
+        from idp.services import services
+
+        services().grants.end_sessions([session_id])
+
+
+def end_access_tokens_of_sessions(sender, session_ids: list[str], **_) -> None:
+    """Receiver of `sessions_ending`: one pipelined write for all of them."""
     from idp.services import services
 
-    services().grants.end_sessions([session_id])
+    services().grants.end_sessions(session_ids)

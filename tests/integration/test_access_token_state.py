@@ -215,3 +215,16 @@ def test_a_refresh_counts_as_session_activity_once_per_touch_interval(make_app):
         db.session.commit()
     assert refresh(app.test_client(), rp, tokens["refresh_token"]).status_code == 200
     assert last_active() > signed_in_at - timedelta(seconds=5)
+
+
+def test_ending_all_of_a_users_sessions_ends_every_access_token_on_every_instance(two_instances):
+    first, second = two_instances
+    rp = _app_client(first)
+    _user(first)
+    phone, laptop = _signed_in_tokens(first, rp), _signed_in_tokens(first, rp)
+    with second.app_context():
+        svc = services_of(second)
+        user = svc.accounts.find_by_email("alice@example.com")
+        assert svc.sessions.end_all_for_user(user.id, "ended_by_admin") == 2
+    for tokens in (phone, laptop):
+        assert introspect(first.test_client(), rp, tokens["access_token"]).json == {"active": False}
