@@ -7,8 +7,8 @@ Creates a throwaway database `idp_scale_<stamp>_<hex>` and Redis prefix, runs `i
 clients through the CLI, then fills the tables server-side (INSERT … SELECT over generate_series,
 foreign-key triggers off and secondary indexes built afterwards, as a restore would) with users,
 browser sessions (five "heavy" users with 1,000 open sessions each) and a mix of token families,
-refresh tokens, authorization codes, access-token rows (as releases before the shared-store ledger
-left them) and back-channel logout outbox rows in the states the real code leaves them in. Then, against the real code:
+refresh tokens, authorization codes and back-channel logout outbox rows in the states the real code
+leaves them in (access tokens are not in the database: their state lives in the shared store). Then, against the real code:
 
 - the session list (`/api/me/sessions` over HTTP with real access tokens, and the same service
   calls in-process) for typical users and for a heavy user, p50/p99;
@@ -68,7 +68,6 @@ from bench.run import (  # noqa: E402  (the load benchmark's deployment, servers
     Deployment,
     LogoutReceiver,
     Server,
-    basic_auth,
     log,
     percentile,
     sign_in,
@@ -212,28 +211,6 @@ def fill_statements(p: dict) -> list[list[tuple[str, str]]]:
       SELECT scale_uuid('hf' || n), %(web)s, s.user_id, s.id, %(scope)s, s.auth_time, s.acr, s.amr, s.created_at,
              s.created_at + 90 * {day}
       FROM generate_series(1, {HEAVY_USERS * HEAVY_SESSIONS}) n JOIN sessions s ON s.id = scale_uuid('hs' || n)"""
-    # Access-token rows as releases before the shared-store ledger wrote them: they lived ten minutes,
-    # so nearly all are long expired. One in ten is a client-credentials token of the machine client.
-    access = f"""
-      INSERT INTO access_tokens (jti, family_id, client_id, user_id, session_id, scope, issued_at, expires_at,
-                                 revoked_at)
-      SELECT scale_b64('at' || a, 22), f.id, f.client_id, f.user_id, f.session_id, f.scope, iss,
-             iss + interval '10 minutes',
-             CASE WHEN f.revoked_at IS NOT NULL AND f.revoked_at < iss + interval '10 minutes'
-                  THEN greatest(iss, f.revoked_at) END
-      FROM (SELECT a, 1 + (a - 1) % %(families)s AS fj FROM generate_series(1, %(access)s) a WHERE a % 10 <> 0) g
-      JOIN token_families f ON f.id = scale_uuid('f' || g.fj)
-      CROSS JOIN LATERAL (SELECT CASE WHEN a % 1000 = 1 AND f.revoked_at IS NULL
-                                      THEN %(now)s - (a % 500) * interval '1 second'
-                                      ELSE least(%(now)s - interval '11 minutes',
-                                                 f.created_at + ((a - 1) / %(families)s) * interval '1 hour') END AS iss
-                          OFFSET 0) c
-      UNION ALL
-      SELECT scale_b64('at' || a, 22), NULL, %(machine)s, NULL, NULL, 'openid', iss, iss + interval '10 minutes', NULL
-      FROM generate_series(10, %(access)s, 10) a
-      CROSS JOIN LATERAL (SELECT CASE WHEN a % 10000 = 0 THEN %(now)s - interval '1 minute'
-                                      ELSE %(now)s - (scale_h('ac' || a) % 5184000) * interval '1 second' END AS iss
-                          OFFSET 0) c"""
     # Refresh tokens rotate: family j's tokens are j, j + families, …; all but the newest are used.
     # The newest of a live grant was issued within the week; expiry is 14 days idle, capped by the family.
     refresh = f"""
@@ -285,12 +262,12 @@ def fill_statements(p: dict) -> list[list[tuple[str, str]]]:
         [("sessions", sessions), ("sessions (heavy users)", heavy_sessions)],
         [("session_clients", session_clients), ("token_families", families),
          ("token_families (heavy users)", heavy_families)],
-        [("access_tokens", access), ("refresh_tokens", refresh), ("refresh_tokens (heavy users)", heavy_refresh)],
+        [("refresh_tokens", refresh), ("refresh_tokens (heavy users)", heavy_refresh)],
         [("authorization_codes", codes), ("logout_deliveries", outbox)],
     ]
 
 
-FILLED_TABLES = ["users", "sessions", "session_clients", "token_families", "access_tokens", "refresh_tokens",
+FILLED_TABLES = ["users", "sessions", "session_clients", "token_families", "refresh_tokens",
                  "authorization_codes", "logout_deliveries"]
 
 
@@ -477,11 +454,10 @@ def index_evidence_queries(p: dict) -> list[dict]:
          "sql": "DELETE FROM token_families WHERE ctid IN (SELECT ctid FROM token_families WHERE expires_at < "
                 "%(cut)s OR revoked_at < %(cut)s LIMIT 5000 FOR UPDATE SKIP LOCKED)",
          "params": {"cut": p["now"] - dt.timedelta(hours=1)}},
-        {"index": "ix_access_tokens_user_id / ix_authorization_codes_user_id",
-         "why": "considered, not added: deleting an account cascades to its access tokens and codes by user_id; "
-                "with the purge running both tables hold about an hour of rows, and access tokens are no longer "
-                "written to the database at all",
-         "drop": ["ix_access_tokens_user_id", "ix_authorization_codes_user_id"],
+        {"index": "ix_authorization_codes_user_id",
+         "why": "considered, not added: deleting an account cascades to its codes by user_id; with the purge "
+                "running the table holds about an hour of rows",
+         "drop": ["ix_authorization_codes_user_id"],
          "sql": "DELETE FROM users WHERE id = %(user)s",
          "params": {"user": p["sample_user"]}},
     ]
@@ -644,7 +620,6 @@ def capture_hot_plans(app, p: dict, typical: tuple, heavy_explain_user: str) -> 
     with app.app_context():
         svc = app.extensions["idp"]
         capture = PlanCapture(db.engine)
-        token = mint_access_token(app, p["web"], typical[1])
         with capture.active():
             sessions_json(svc.sessions.active_for_user(typical[0]), None)
             db.session.commit()
@@ -652,9 +627,6 @@ def capture_hot_plans(app, p: dict, typical: tuple, heavy_explain_user: str) -> 
             sessions_json(svc.sessions.active_for_user(heavy_explain_user), None)
             db.session.commit()
             plans["session list (heavy user, 1,000 open)"] = capture.take()
-            svc.grants.active_access_token(token)
-            db.session.commit()
-            plans["access token by jti (introspection, UserInfo, API)"] = capture.take()
             svc.grants.find_refresh_token("rt1")
             db.session.commit()
             plans["refresh token lookup"] = capture.take()
@@ -732,12 +704,6 @@ class SignInLoad:
                            VALUES (%(fid)s, %(web)s, %(uid)s, %(sid)s, 'openid', '[]', now(),
                                    now() + interval '90 days')""",
                         {"fid": f"probe-{tag}", "web": web, "uid": self.user_id, "sid": f"probe-{tag}"})
-                    conn.execute(
-                        """INSERT INTO access_tokens (jti, family_id, client_id, user_id, session_id, scope, issued_at,
-                                                      expires_at)
-                           VALUES (%(jti)s, %(fid)s, %(web)s, %(uid)s, %(sid)s, 'openid', now(),
-                                   now() + interval '10 minutes')""",
-                        {"jti": tag, "fid": f"probe-{tag}", "web": web, "uid": self.user_id, "sid": f"probe-{tag}"})
                     conn.execute(
                         """INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
                            VALUES (%s, %s, now(), now() + interval '14 days')""",
@@ -874,7 +840,7 @@ def parse_args(argv=None):
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--sessions", type=int, default=1_000_000)
     parser.add_argument("--tokens", type=int, default=5_000_000,
-                        help="token families + access tokens + refresh tokens + authorization codes")
+                        help="token families + refresh tokens + authorization codes")
     parser.add_argument("--quick", action="store_true", help="2,000 users, 20,000 sessions, 100,000 tokens")
     parser.add_argument("--list-calls", type=int, default=2000, help="session-list calls for typical users")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of idp serve")
@@ -954,14 +920,13 @@ def main(argv=None) -> int:
                                            parallelism=settings.argon2_parallelism).hash(secrets.token_urlsafe(16))
             sample_logout_token = logout_token(db.session.get(Client, web["client_id"]), "sample-sid", "sample-sub")
             db.session.remove()
-        # Token rows: 25 % grants, 45 % refresh tokens (rotations), 10 % codes, 20 % access-token rows
-        # as releases before the shared-store ledger wrote them (an upgraded database still has them).
+        # Token rows: 25 % grants, 65 % refresh tokens (rotations), 10 % codes.
         tokens = args.tokens - 2 * HEAVY_USERS * HEAVY_SESSIONS
         families = max(1, tokens // 4)
         now = dt.datetime.now(dt.timezone.utc)
         params = {
             "now": now, "users": args.users, "sessions": max(1, args.sessions - HEAVY_USERS * HEAVY_SESSIONS),
-            "families": families, "access": max(1, tokens // 5), "refresh": max(families, tokens * 9 // 20),
+            "families": families, "refresh": max(families, tokens * 13 // 20),
             "codes": max(1, min(families, tokens // 10)), "password_hash": password_hash,
             "user_agents": USER_AGENTS, "web": web["client_id"], "mobile": mobile["client_id"],
             "machine": machine["client_id"], "scope": SCOPE, "web_redirect": REDIRECT_URI,
@@ -1063,7 +1028,7 @@ def main(argv=None) -> int:
         log("EXPLAIN of each new index's query, with and without it, after the purge")
         with psycopg.connect(dep.dsn, autocommit=True) as conn:
             conn.execute("VACUUM (ANALYZE) sessions, token_families, refresh_tokens, authorization_codes, "
-                         "access_tokens, logout_deliveries, users")
+                         "logout_deliveries, users")
             sample_user = conn.execute("SELECT user_id FROM sessions WHERE ended_at IS NULL AND user_id NOT IN "
                                        "(SELECT id FROM users WHERE email LIKE 'heavy%%') LIMIT 1").fetchone()[0]
         results["index_evidence"] = merge_evidence(before_purge_evidence, index_evidence(

@@ -29,7 +29,6 @@ from sqlalchemy import and_, delete, exists, func, literal_column, or_, select
 
 from idp.extensions import db
 from idp.storage.models import (
-    AccessToken,
     AuthorizationCode,
     BrowserSession,
     LogoutDelivery,
@@ -76,9 +75,6 @@ class Purger:
         live_grant = exists().where(TokenFamily.session_id == BrowserSession.id, TokenFamily.revoked_at.is_(None))
         return [
             ("authorization_codes", AuthorizationCode, AuthorizationCode.expires_at < token_cutoff),
-            # No longer written (access-token state lives in the shared store): this empties what
-            # earlier releases left. Expiry alone decides; a token past it is dead whatever its row says.
-            ("access_tokens", AccessToken, AccessToken.expires_at < token_cutoff),
             ("refresh_tokens", RefreshToken, RefreshToken.expires_at < token_cutoff),
             ("token_families", TokenFamily,
              or_(TokenFamily.expires_at < token_cutoff, TokenFamily.revoked_at < token_cutoff)),

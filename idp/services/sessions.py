@@ -218,8 +218,7 @@ class Sessions:
 
 def _revoke_tokens_of(session_ids: list[str], now: datetime) -> None:
     """Revoke every grant issued through these sessions (in the caller's transaction). Their access
-    tokens die through the shared store (a session_ending receiver, idp.services.access_tokens): the
-    access_tokens table is no longer written, so updating its old rows would only cost time."""
+    tokens die in the shared store, through the session_ending receivers of idp.services.grants."""
     for chunk in chunks(session_ids):
         db.session.execute(
             update(TokenFamily)

@@ -208,22 +208,6 @@ class RefreshToken(db.Model):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class AccessToken(db.Model):
-    """Every JWT access token issued, so revocation holds at once for introspection and UserInfo."""
-
-    __tablename__ = "access_tokens"
-
-    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
-    family_id: Mapped[str | None] = mapped_column(ForeignKey("token_families.id", ondelete="CASCADE"), index=True)
-    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"))
-    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    session_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    scope: Mapped[str] = mapped_column(Text)
-    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
 class SigningKey(db.Model):
     __tablename__ = "signing_keys"
 
@@ -245,7 +229,6 @@ __all__ = [
     "AuthorizationCode",
     "TokenFamily",
     "RefreshToken",
-    "AccessToken",
     "SigningKey",
     "TotpCredential",
     "WebAuthnCredential",

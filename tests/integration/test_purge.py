@@ -19,7 +19,6 @@ from idp.crypto.secrets import sha256_hex
 from idp.extensions import db
 from idp.services.purge import PeriodicPurge, Purger
 from idp.storage.models import (
-    AccessToken,
     AuditEvent,
     AuthorizationCode,
     BrowserSession,
@@ -33,7 +32,7 @@ from idp.storage.store import MemoryStore
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
-PURGED_TABLES = ["authorization_codes", "access_tokens", "refresh_tokens", "token_families", "sessions",
+PURGED_TABLES = ["authorization_codes", "refresh_tokens", "token_families", "sessions",
                  "logout_deliveries"]
 
 
@@ -66,13 +65,6 @@ def _code(client_id, user_id, session_id, *, created, used=True, tag=None) -> st
         redirect_uri="https://rp.example/cb", scope="openid", auth_time=created, acr="urn:idp:acr:1fa", amr=["pwd"],
         created_at=created, expires_at=created + timedelta(seconds=60), used_at=created if used else None))
     return code_hash
-
-
-def _access(client_id, family_id, *, issued, revoked=None) -> str:
-    jti = secrets.token_urlsafe(16)
-    db.session.add(AccessToken(jti=jti, family_id=family_id, client_id=client_id, scope="openid", issued_at=issued,
-                               expires_at=issued + timedelta(minutes=10), revoked_at=revoked))
-    return jti
 
 
 def _refresh(family_id, *, created, lifetime=14 * DAY, used=None) -> str:
@@ -132,13 +124,6 @@ def world(svc, user, rp):
     # Used and expired, but inside the grace hour: a replay must still find it and revoke its grant.
     kept["authorization_codes"].add(_code(client, user.id, open_session, created=now - timedelta(minutes=20)))
 
-    kept["access_tokens"].add(_access(client, live, issued=now - timedelta(minutes=2)))
-    kept["access_tokens"].add(_access(client, live, issued=now - timedelta(minutes=30)))
-    gone["access_tokens"].add(_access(client, live, issued=now - 3 * HOUR))
-    gone["access_tokens"].add(_access(client, live, issued=now - 3 * HOUR, revoked=now - 3 * HOUR))
-    # Tokens of a grant that goes are removed with it (ON DELETE CASCADE).
-    gone["access_tokens"].add(_access(client, revoked_long_ago, issued=now - 2 * DAY))
-
     kept["refresh_tokens"].add(_refresh(live, created=now - DAY))
     # Rotated (used) but not expired: its replay must still revoke the grant (RFC 9700 §4.14.2).
     kept["refresh_tokens"].add(_refresh(live, created=now - 2 * DAY, used=now - DAY))
@@ -156,7 +141,7 @@ def world(svc, user, rp):
     return {"gone": gone, "kept": kept, "user_id": user.id, "client_id": client}
 
 
-MODELS = {"authorization_codes": AuthorizationCode, "access_tokens": AccessToken, "refresh_tokens": RefreshToken,
+MODELS = {"authorization_codes": AuthorizationCode, "refresh_tokens": RefreshToken,
           "token_families": TokenFamily, "sessions": BrowserSession, "logout_deliveries": LogoutDelivery}
 
 
