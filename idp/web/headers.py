@@ -12,25 +12,37 @@ _CSP = (
 CORS_PATHS = ("/.well-known/openid-configuration", "/jwks", "/token")
 
 
+NO_STORE_PATHS = ("/token", "/userinfo", "/introspect")
+
+
 def init_app(app, settings) -> None:
-    hsts = "max-age=31536000; includeSubDomains" if settings.is_https else None
+    always = [
+        ("Content-Security-Policy", _CSP),
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Permissions-Policy", "interest-cohort=()"),
+    ]
+    if settings.is_https:
+        always.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    no_store = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
     @app.after_request
     def add_security_headers(response):
+        # One pass over the few headers a view set, then plain appends: werkzeug's setdefault scans
+        # and raises internally per call, a quarter of the time of the discovery endpoint.
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", _CSP)
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        headers.setdefault("Permissions-Policy", "interest-cohort=()")
-        if hsts:
-            headers.setdefault("Strict-Transport-Security", hsts)
-        if request.path in CORS_PATHS and request.headers.get("Origin"):
+        present = {name.lower() for name in headers.keys()}
+        path = request.path
+        extra = always
+        if response.mimetype == "text/html" or path.startswith(NO_STORE_PATHS):
+            extra = always + no_store
+        for name, value in extra:
+            if name.lower() not in present:
+                headers.add(name, value)
+        if path in CORS_PATHS and request.headers.get("Origin"):
             headers["Access-Control-Allow-Origin"] = "*"
-        elif "Access-Control-Allow-Origin" in headers:
+        elif "access-control-allow-origin" in present:
             del headers["Access-Control-Allow-Origin"]
-        if response.mimetype == "text/html" or request.path.startswith(("/token", "/userinfo", "/introspect")):
-            headers.setdefault("Cache-Control", "no-store")
-            headers.setdefault("Pragma", "no-cache")
         return response
