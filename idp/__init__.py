@@ -40,6 +40,9 @@ def _configure(app: Flask, settings: Settings) -> None:
         MAX_FORM_MEMORY_SIZE=256 * 1024,
         JSON_SORT_KEYS=False,
     )
+    from idp.web.cookies import SignedCookieSessions
+
+    app.session_interface = SignedCookieSessions()
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
 
