@@ -315,6 +315,24 @@ def test_cors_only_on_public_endpoints(app, rp):
         assert "Access-Control-Allow-Credentials" not in response.headers
 
 
+def test_security_headers_keep_what_a_view_set_and_appear_once(app, rp):
+    client = app.test_client()
+    discovery = client.get("/.well-known/openid-configuration")
+    assert discovery.headers.getlist("Cache-Control") == ["public, max-age=300"]
+    token = client.post("/token", data={"grant_type": "client_credentials"})
+    assert token.headers.getlist("Cache-Control") == ["no-store"]
+    assert token.headers.getlist("Pragma") == ["no-cache"]
+    for response in (discovery, token, client.get("/login")):
+        for name in ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy"):
+            assert len(response.headers.getlist(name)) == 1, name
+
+
+def test_a_request_without_the_ui_cookie_gets_no_cookie_back(app):
+    """The signed-cookie session is opened lazily; an app's call must not start one."""
+    response = app.test_client().get("/.well-known/openid-configuration")
+    assert "Set-Cookie" not in response.headers
+
+
 # -- no open redirect ------------------------------------------------------------------------------
 
 OFF_SITE = [
