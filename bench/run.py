@@ -26,7 +26,6 @@ import secrets
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -208,6 +207,22 @@ class LogoutReceiver:
 
 
 # --------------------------------------------------------------------------------------------- deployment
+
+def tear_down(receiver: LogoutReceiver, deployment: Deployment, workdir: Path, keep: bool) -> None:
+    """The last of every run, also after a failure: each step is tried whatever the one before did."""
+    try:
+        receiver.stop()
+    except Exception as exc:
+        log(f"stopping the logout receiver: {exc}")
+    try:
+        deployment.drop()
+    except Exception as exc:
+        log(f"dropping {deployment.db_name} / {deployment.redis_prefix}*: {exc}")
+    if keep:
+        log(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
 
 class Deployment:
     def __init__(self, run_id: str, workdir: Path):
@@ -958,18 +973,7 @@ def main(argv=None) -> int:
                 server.stop()
             except Exception as exc:  # keep cleaning up
                 log(f"stopping {server.name}: {exc}")
-        try:
-            receiver.stop()
-        except Exception as exc:
-            log(f"stopping the logout receiver: {exc}")
-        try:
-            deployment.drop()
-        except Exception as exc:
-            log(f"dropping {deployment.db_name} / {deployment.redis_prefix}*: {exc}")
-        if args.keep_workdir or not ok:
-            log(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(receiver, deployment, workdir, keep=args.keep_workdir or not ok)
 
 
 if __name__ == "__main__":

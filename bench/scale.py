@@ -33,7 +33,6 @@ import os
 import platform
 import re
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -71,6 +70,7 @@ from bench.run import (  # noqa: E402  (the load benchmark's deployment, servers
     log,
     percentile,
     sign_in,
+    tear_down,
 )
 
 HEAVY_USERS = 5
@@ -546,17 +546,22 @@ def heavy_user(n: int) -> tuple[str, str]:
     return md5_uuid(f"u{n}"), md5_uuid(f"hs{(n - 1) * HEAVY_SESSIONS + 1}")
 
 
+def _count_until_none(conn, sql: str, started: float, timeout: float) -> int:
+    """Count again every half second until nothing is left or the time is up; the last count."""
+    while True:
+        left = conn.execute(sql).fetchone()[0]
+        if not left or time.monotonic() - started > timeout:
+            return left
+        time.sleep(0.5)
+
+
 def wait_for_sweep(dsn: str, timeout: float = 60) -> dict:
     """The server's outbox threads end the filled sessions that are past their idle limit (200 a pass)
     and send their logouts; measuring starts once that burst is over, so it does not colour the figures."""
     started = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            left = conn.execute("SELECT count(*) FROM sessions WHERE ended_at IS NULL AND "
-                                "(expires_at <= now() OR last_active_at <= now() - interval '14 days')").fetchone()[0]
-            if not left or time.monotonic() - started > timeout:
-                break
-            time.sleep(0.5)
+        left = _count_until_none(conn, "SELECT count(*) FROM sessions WHERE ended_at IS NULL AND (expires_at <= now() "
+                                       "OR last_active_at <= now() - interval '14 days')", started, timeout)
         pending = conn.execute("SELECT count(*) FROM logout_deliveries WHERE status = 'pending' "
                                "AND next_attempt_at <= now()").fetchone()[0]
     time.sleep(2 if pending else 0)
@@ -566,12 +571,8 @@ def wait_for_sweep(dsn: str, timeout: float = 60) -> dict:
 def wait_for_outbox(dsn: str, timeout: float = 60) -> dict:
     started = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            due = conn.execute("SELECT count(*) FROM logout_deliveries WHERE status = 'pending' "
-                               "AND next_attempt_at <= now() + interval '1 minute'").fetchone()[0]
-            if not due or time.monotonic() - started > timeout:
-                break
-            time.sleep(0.5)
+        due = _count_until_none(conn, "SELECT count(*) FROM logout_deliveries WHERE status = 'pending' "
+                                      "AND next_attempt_at <= now() + interval '1 minute'", started, timeout)
     return {"seconds": round(time.monotonic() - started, 1), "pending_left": due}
 
 
@@ -1067,18 +1068,7 @@ def main(argv=None) -> int:
                     db.engine.dispose()
             except Exception as exc:
                 log(f"closing the in-process app: {exc}")
-        try:
-            receiver.stop()
-        except Exception as exc:
-            log(f"stopping the logout receiver: {exc}")
-        try:
-            dep.drop()
-        except Exception as exc:
-            log(f"dropping {dep.db_name} / {dep.redis_prefix}*: {exc}")
-        if args.keep_workdir or not ok:
-            log(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(receiver, dep, workdir, keep=args.keep_workdir or not ok)
 
 
 if __name__ == "__main__":
