@@ -228,3 +228,19 @@ def test_ending_all_of_a_users_sessions_ends_every_access_token_on_every_instanc
         assert svc.sessions.end_all_for_user(user.id, "ended_by_admin") == 2
     for tokens in (phone, laptop):
         assert introspect(first.test_client(), rp, tokens["access_token"]).json == {"active": False}
+
+
+def test_with_redis_down_the_token_endpoints_answer_503_and_never_active(make_app, backend):
+    if backend != "postgres":
+        pytest.skip("the in-process store cannot be unreachable")
+    up = make_app()
+    rp, machine = _app_client(up), _machine(up)
+    _user(up)
+    tokens = _signed_in_tokens(up, rp)
+    down = make_app(redis_url="redis://127.0.0.1:1/0")  # the same database, Redis unreachable
+    client = down.test_client()
+    for response in (token_request(client, machine, {"grant_type": "client_credentials"}),
+                     introspect(client, rp, tokens["access_token"]),
+                     client.get("/userinfo", headers=bearer(tokens["access_token"]))):
+        assert response.status_code == 503, response.get_data(as_text=True)
+        assert response.json["error"] == "temporarily_unavailable"
