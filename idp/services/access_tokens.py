@@ -25,8 +25,22 @@ import json
 import time
 from dataclasses import dataclass
 
+from idp.crypto.secrets import random_token
+
 # A token signed while its grant was being revoked may be recorded a moment after the marker.
 _MARKER_MARGIN_SECONDS = 60
+
+
+def new_jti(family_id: str | None) -> str:
+    """A random token id; one issued through a grant starts with the grant's id, so the check of a
+    token can ask for the grant's revocation marker in the same round trip as everything else."""
+    token = random_token(16)
+    return f"{family_id}.{token}" if family_id else token
+
+
+def family_of(jti: str) -> str | None:
+    family_id, dot, _ = jti.rpartition(".")
+    return family_id if dot else None
 
 
 @dataclass(frozen=True)
@@ -59,21 +73,23 @@ class AccessTokenLedger:
     def find(self, claims: dict) -> AccessTokenRecord | None:
         """The record of an unrevoked token whose grant, session and client still stand; None otherwise.
 
-        `claims` are those of a verified token: its client and session are read from them so that
-        one round trip answers for the token, its client and its session; a grant's marker, whose
-        id only the record knows, costs a second one for tokens issued to a person."""
-        keys = [f"at:{claims['jti']}", f"at-client-deleted:{claims.get('client_id')}"]
+        `claims` are those of a verified token, so its client, session and grant (named in the jti,
+        see `new_jti`) are read from them and one round trip answers for all four keys."""
+        jti = claims["jti"]
+        family_id = family_of(jti)
+        keys = [f"at:{jti}", f"at-client-deleted:{claims.get('client_id')}"]
         if claims.get("sid"):
             keys.append(f"at-session-ended:{claims['sid']}")
+        if family_id:
+            keys.append(f"at-family-revoked:{family_id}")
         raw, *markers = self._store.get_many(*keys)
         if raw is None or any(marker is not None for marker in markers):
             return None
         body = json.loads(raw)
-        if body["f"] and self._store.get(f"at-family-revoked:{body['f']}") is not None:
+        # The signed claims and the record must agree, or this is not the token that was recorded.
+        if body["f"] != family_id or (body["s"] and body["s"] != claims.get("sid")):
             return None
-        if body["s"] and body["s"] != claims.get("sid"):
-            return None  # the claims and the record disagree: not a token this server signed as recorded
-        return AccessTokenRecord(claims["jti"], body["c"], body["u"], body["s"], body["f"], body["scope"])
+        return AccessTokenRecord(jti, body["c"], body["u"], body["s"], body["f"], body["scope"])
 
     def revoke(self, jti: str) -> None:
         self._store.delete(f"at:{jti}")

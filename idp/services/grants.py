@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, update
 from idp.crypto.keys import InvalidJWT
 from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
-from idp.services.access_tokens import AccessTokenLedger, AccessTokenRecord
+from idp.services.access_tokens import AccessTokenLedger, AccessTokenRecord, new_jti
 from idp.services.sessions import past_limits
 from idp.storage.models import (
     AuthorizationCode,
@@ -229,8 +229,8 @@ class Grants:
 
     def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, expires_at: int,
                            family: TokenFamily | None):
-        """RFC 9068 JWT access token; its jti row makes revocation immediate."""
-        jti = random_token(16)
+        """RFC 9068 JWT access token; its record in the shared store makes revocation immediate."""
+        jti = new_jti(family.id if family is not None else None)
         claims = {
             "iss": self._settings.issuer,
             "sub": subject,

@@ -188,6 +188,9 @@ def test_the_record_must_match_the_session_the_token_names(make_app):
         assert grants.active_for_claims(claims) is not None
         assert grants.active_for_claims({**claims, "sid": "another-session"}) is None
         assert grants.active_for_claims({**claims, "jti": "unknown"}) is None
+        # A token id is only good with the grant it names (whose revocation marker is checked with it).
+        family_id, _, token_id = claims["jti"].rpartition(".")
+        assert family_id and grants.active_for_claims({**claims, "jti": f"another-grant.{token_id}"}) is None
 
 
 def test_a_refresh_counts_as_session_activity_once_per_touch_interval(make_app):
