@@ -23,7 +23,7 @@ DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
 # Changes when any client changes; a process's copies are good while it reads the value they were made under.
 GENERATION_KEY = "clients:generation"
 _GENERATION_TTL = 30 * 24 * 3600
-# Bounds the copies one process keeps (an install with more apps than this simply reads the rest each time).
+# Bounds the copies one process keeps: past it they are dropped and read again as used.
 _CACHE_LIMIT = 10_000
 
 
