@@ -254,9 +254,14 @@ class Deployment:
         self.db_created = False
 
     def create_database(self) -> None:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        self.db_created = True
+        """This run's database, after checking that PostgreSQL and Redis both answer."""
+        try:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+                conn.execute(f'CREATE DATABASE "{self.db_name}"')
+            self.db_created = True
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        except (psycopg.OperationalError, redis.RedisError) as exc:
+            raise BenchError(f"PostgreSQL ({PG_ADMIN_URL}) and Redis ({REDIS_URL}) must be reachable: {exc}") from None
 
     def drop(self) -> None:
         if self.db_created:
@@ -830,11 +835,7 @@ def main(argv=None) -> int:
     }
     ok = False
     try:
-        try:
-            deployment.create_database()
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-        except (psycopg.OperationalError, redis.RedisError) as exc:
-            raise BenchError(f"PostgreSQL ({PG_ADMIN_URL}) and Redis ({REDIS_URL}) must be reachable: {exc}")
+        deployment.create_database()
         receiver.start()
         log(f"database {deployment.db_name}, redis prefix {deployment.redis_prefix}, workdir {workdir}")
         deployment.cli("init")
