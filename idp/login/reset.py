@@ -156,23 +156,29 @@ def _send_codes(user, pending: dict) -> None:
             log.error("password reset code by %s not sent: %s", channel, unavailable.detail)
 
 
-@bp.get("/reset/codes")
-def reset_codes():
+def _at_codes_step(redirect_code: int):
+    """The pending reset while it waits for its codes, or else the response that sends the browser
+    where it belongs: back to the start when nothing is pending, on to the new password once the
+    codes are done (303 after a POST)."""
     pending = _load()
     if pending is None:
-        return redirect(url_for("login.reset", expired=1))
+        return None, redirect(url_for("login.reset", expired=1))
     if pending["step"] == PASSWORD:
-        return redirect(url_for("login.reset_password"))
-    return _codes_page(pending)
+        return None, redirect(url_for("login.reset_password"), code=redirect_code)
+    return pending, None
+
+
+@bp.get("/reset/codes")
+def reset_codes():
+    pending, elsewhere = _at_codes_step(redirect_code=302)
+    return elsewhere or _codes_page(pending)
 
 
 @bp.post("/reset/codes")
 def reset_codes_submit():
-    pending = _load()
-    if pending is None:
-        return redirect(url_for("login.reset", expired=1))
-    if pending["step"] == PASSWORD:
-        return redirect(url_for("login.reset_password"), code=303)
+    pending, elsewhere = _at_codes_step(redirect_code=303)
+    if elsewhere:
+        return elsewhere
     svc = services()
     ip = client_ip()
     binding = _binding(pending["id"])
@@ -223,11 +229,9 @@ def reset_codes_submit():
 
 @bp.post("/reset/resend")
 def reset_resend():
-    pending = _load()
-    if pending is None:
-        return redirect(url_for("login.reset", expired=1))
-    if pending["step"] == PASSWORD:
-        return redirect(url_for("login.reset_password"), code=303)
+    pending, elsewhere = _at_codes_step(redirect_code=303)
+    if elsewhere:
+        return elsewhere
     svc = services()
     channel = request.form.get("channel")
     if channel not in ("email", "sms") or channel in pending["verified"] or (
