@@ -183,6 +183,7 @@ def copy_cookie(source, target, name: str) -> None:
 
 
 def set_cookie_header(response, name: str) -> dict | None:
+    """The Set-Cookie for `name`, as {"value": …, attribute (lowercase): value or True}."""
     for header in response.headers.getlist("Set-Cookie"):
         first, *attributes = [part.strip() for part in header.split(";")]
         key, _, value = first.partition("=")

@@ -17,6 +17,7 @@ from flask import has_app_context
 from idp import create_app
 from idp.extensions import db
 from idp.storage.models import User, utcnow
+from tests.integration.mfa_support import set_cookie_header
 from tests.support import PASSWORD, csrf_from
 
 EMAIL = "alice@example.com"
@@ -83,20 +84,6 @@ class _Form(HTMLParser):
         assert field_id, f"input {name!r} has no id for a <label for> to point at"
         assert field_id in self.labels, f"input {name!r} has no <label for={field_id!r}>"
         return self.labels[field_id].strip()
-
-
-def set_cookie(response, name: str) -> dict | None:
-    """The Set-Cookie for `name`, as {"value": …, attribute (lowercase): value or True}."""
-    for header in response.headers.getlist("Set-Cookie"):
-        first, *attributes = [part.strip() for part in header.split(";")]
-        key, _, value = first.partition("=")
-        if key == name:
-            parsed = {"value": value}
-            for attribute in attributes:
-                attr, sep, attr_value = attribute.partition("=")
-                parsed[attr.lower()] = attr_value if sep else True
-            return parsed
-    return None
 
 
 def session_cookie_names(response) -> list[str]:
@@ -215,7 +202,7 @@ def test_successful_sign_in_sets_a_locked_down_session_cookie(app, user):
     response = sign_in(app.test_client())
     assert response.status_code == 303, "303 makes the browser GET the next page; 307 would re-post the password"
     assert urlsplit(response.headers["Location"]).path == "/account"
-    cookie = set_cookie(response, "idp_session")
+    cookie = set_cookie_header(response, "idp_session")
     assert cookie is not None, response.headers.getlist("Set-Cookie")
     assert len(cookie["value"]) >= 43
     assert cookie.get("httponly") is True
@@ -228,8 +215,8 @@ def test_successful_sign_in_sets_a_locked_down_session_cookie(app, user):
 
 def test_signing_in_again_replaces_the_cookie_value(app, user):
     client = app.test_client()
-    first = set_cookie(sign_in(client), "idp_session")["value"]
-    second = set_cookie(sign_in(client), "idp_session")["value"]
+    first = set_cookie_header(sign_in(client), "idp_session")["value"]
+    second = set_cookie_header(sign_in(client), "idp_session")["value"]
     assert first != second
     assert client.get("/account").status_code == 200
 
@@ -243,7 +230,7 @@ def test_cookie_planted_before_sign_in_is_not_adopted(app, user):
     # Session fixation: whatever the browser brings, the server hands out a value of its own.
     client = app.test_client()
     client.set_cookie("idp_session", "attacker-chosen-value-000000000000000000000")
-    issued = set_cookie(sign_in(client), "idp_session")["value"]
+    issued = set_cookie_header(sign_in(client), "idp_session")["value"]
     assert issued != "attacker-chosen-value-000000000000000000000"
     attacker = app.test_client()
     attacker.set_cookie("idp_session", "attacker-chosen-value-000000000000000000000")
@@ -254,12 +241,12 @@ def test_https_issuer_uses_a_host_prefixed_secure_cookie(make_app):
     app = make_app(issuer=HTTPS_ISSUER)
     create_users(app, EMAIL)
     client = app.test_client()
-    ui_cookie = set_cookie(client.get("/login", base_url=HTTPS_ISSUER), "__Host-idp_ui")
+    ui_cookie = set_cookie_header(client.get("/login", base_url=HTTPS_ISSUER), "__Host-idp_ui")
     assert ui_cookie is not None and ui_cookie.get("secure") is True and ui_cookie.get("path") == "/"
     response = sign_in(client, **ON_HTTPS)
     assert response.status_code == 303, response.get_data(as_text=True)[:300]
-    assert set_cookie(response, "idp_session") is None
-    cookie = set_cookie(response, "__Host-idp_session")
+    assert set_cookie_header(response, "idp_session") is None
+    cookie = set_cookie_header(response, "__Host-idp_session")
     assert cookie is not None, response.headers.getlist("Set-Cookie")
     # RFC 6265bis §4.1.3.2: __Host- needs Secure, Path=/ and no Domain, or browsers drop it.
     assert cookie.get("secure") is True
