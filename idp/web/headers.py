@@ -26,7 +26,7 @@ def init_app(app, settings) -> None:
     ]
     if settings.is_https:
         always.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
-    no_store = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+    with_no_store = always + [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
     @app.after_request
     def add_security_headers(response):
@@ -35,10 +35,8 @@ def init_app(app, settings) -> None:
         headers = response.headers
         present = {name.lower() for name in headers.keys()}
         path = request.path
-        extra = always
-        if response.mimetype == "text/html" or path.startswith(NO_STORE_PATHS):
-            extra = always + no_store
-        for name, value in extra:
+        wanted = with_no_store if response.mimetype == "text/html" or path.startswith(NO_STORE_PATHS) else always
+        for name, value in wanted:
             if name.lower() not in present:
                 headers.add(name, value)
         if path in CORS_PATHS and request.headers.get("Origin"):
