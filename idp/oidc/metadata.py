@@ -12,6 +12,7 @@ from idp.oidc.blueprint import bp
 from idp.oidc.claims import CLAIMS_SUPPORTED
 from idp.services import services
 from idp.services.clients import SCOPES
+from idp.web.headers import security_headers
 
 
 def discovery_document(issuer: str) -> dict:
@@ -50,19 +51,62 @@ def discovery_document(issuer: str) -> dict:
     }
 
 
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+JWKS_PATH = "/jwks"
+DISCOVERY_CACHE = "public, max-age=300"
+JWKS_CACHE = "public, max-age=60"
+
+
+class PreparedDocuments:
+    """Discovery and JWKS answered before Flask is entered: both are public bytes that change only
+    with the configuration or the key ring, and relying apps fetch them more than anything else.
+    The JWKS falls through to the Flask view when the key ring is due for its reread."""
+
+    def __init__(self, wsgi_app, discovery: bytes, keys, security_headers: list[tuple[str, str]]):
+        self.wsgi_app = wsgi_app
+        self._keys = keys
+        # Public and the same for every caller, so Access-Control-Allow-Origin is always sent: a shared
+        # cache may then hand one copy to anybody (RFC 9700 §2.6 allows CORS here).
+        common = [("Content-Type", "application/json"), ("Access-Control-Allow-Origin", "*"), *security_headers]
+        self._discovery = discovery
+        self._discovery_headers = [*common, ("Cache-Control", DISCOVERY_CACHE), ("Content-Length", str(len(discovery)))]
+        self._jwks_headers = [*common, ("Cache-Control", JWKS_CACHE)]
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO")
+        if path == DISCOVERY_PATH or path == JWKS_PATH:
+            method = environ.get("REQUEST_METHOD")
+            if method == "GET" or method == "HEAD":
+                if path == DISCOVERY_PATH:
+                    body, headers = self._discovery, self._discovery_headers
+                else:
+                    ring = self._keys.fresh_ring()
+                    if ring is None:
+                        return self.wsgi_app(environ, start_response)
+                    body = ring.jwks_bytes
+                    headers = [*self._jwks_headers, ("Content-Length", str(len(body)))]
+                start_response("200 OK", headers)
+                return [] if method == "HEAD" else [body]
+        return self.wsgi_app(environ, start_response)
+
+
 def init_metadata(app, settings) -> None:
-    app.extensions["idp_discovery"] = json.dumps(discovery_document(settings.issuer), separators=(",", ":")).encode()
+    discovery = json.dumps(discovery_document(settings.issuer), separators=(",", ":")).encode()
+    app.extensions["idp_discovery"] = discovery
+    app.wsgi_app = PreparedDocuments(app.wsgi_app, discovery, app.extensions["idp"].keys, security_headers(settings))
 
 
-@bp.get("/.well-known/openid-configuration")
+# The routes below answer what PreparedDocuments passes on: other methods (405), and the JWKS when
+# the key ring is due for its reread.
+@bp.get(DISCOVERY_PATH)
 @csrf.exempt
 def discovery():
     return Response(current_app.extensions["idp_discovery"], mimetype="application/json",
-                    headers={"Cache-Control": "public, max-age=300"})
+                    headers={"Cache-Control": DISCOVERY_CACHE})
 
 
-@bp.get("/jwks")
+@bp.get(JWKS_PATH)
 @csrf.exempt
 def jwks():
     return Response(services().keys.ring().jwks_bytes, mimetype="application/json",
-                    headers={"Cache-Control": "public, max-age=60"})
+                    headers={"Cache-Control": JWKS_CACHE})

@@ -54,14 +54,22 @@ class KeyService:
             self._ring = None
 
     def ring(self) -> KeyRing:
-        ring = self._ring
-        if ring is not None and time.monotonic() - self._loaded_at < _RELOAD_SECONDS:
+        ring = self.fresh_ring()
+        if ring is not None:
             return ring
         with self._lock:
             if self._ring is None or time.monotonic() - self._loaded_at >= _RELOAD_SECONDS:
                 self._ring = self._load()
                 self._loaded_at = time.monotonic()
             return self._ring
+
+    def fresh_ring(self) -> KeyRing | None:
+        """The ring if it was read within the reload interval, without touching the database (and so
+        without an application context); None when the next `ring()` call would reread it."""
+        ring = self._ring
+        if ring is not None and time.monotonic() - self._loaded_at < _RELOAD_SECONDS:
+            return ring
+        return None
 
     def _load(self) -> KeyRing:
         grace = max(self._settings.retired_key_grace, self._settings.id_token_ttl, self._settings.access_token_ttl)

@@ -8,15 +8,18 @@ _CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-# Discovery, JWKS and the token endpoint are called from browser apps (RFC 9700 §2.6 allows CORS there only).
-CORS_PATHS = ("/.well-known/openid-configuration", "/jwks", "/token")
+# Discovery, JWKS and the token endpoint are called from browser apps (RFC 9700 §2.6 allows CORS there
+# only). The two public documents carry the header whoever asks, so a shared cache may keep one copy.
+PUBLIC_DOCUMENT_PATHS = ("/.well-known/openid-configuration", "/jwks")
+CORS_PATHS = ("/token",)
 
 
 NO_STORE_PATHS = ("/token", "/userinfo", "/introspect")
 
 
-def init_app(app, settings) -> None:
-    always = [
+def security_headers(settings) -> list[tuple[str, str]]:
+    """The headers every response carries."""
+    headers = [
         ("Content-Security-Policy", _CSP),
         ("X-Frame-Options", "DENY"),
         ("X-Content-Type-Options", "nosniff"),
@@ -25,7 +28,12 @@ def init_app(app, settings) -> None:
         ("Permissions-Policy", "interest-cohort=()"),
     ]
     if settings.is_https:
-        always.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    return headers
+
+
+def init_app(app, settings) -> None:
+    always = security_headers(settings)
     with_no_store = always + [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
     @app.after_request
@@ -39,7 +47,7 @@ def init_app(app, settings) -> None:
         for name, value in wanted:
             if name.lower() not in present:
                 headers.add(name, value)
-        if path in CORS_PATHS and request.headers.get("Origin"):
+        if path in PUBLIC_DOCUMENT_PATHS or (path in CORS_PATHS and request.headers.get("Origin")):
             headers["Access-Control-Allow-Origin"] = "*"
         elif "access-control-allow-origin" in present:
             del headers["Access-Control-Allow-Origin"]
