@@ -6,6 +6,7 @@ import logging
 
 from flask import jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from idp.domain.errors import DomainError
@@ -84,6 +85,16 @@ def init_app(app) -> None:
         for name, value in exc.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value
+        return response
+
+    @app.errorhandler(OperationalError)
+    def database_unreachable(exc: OperationalError):
+        # A refused connection, or one the server closed (restart, failover): nothing was written,
+        # and the pool has dropped the dead connections, so a retry can succeed.
+        log.warning("database unreachable on %s %s: %s", request.method, request.path, exc.orig)
+        response = app.make_response(error_response(503, "The service is temporarily unavailable. "
+                                                          "Please try again in a moment."))
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.errorhandler(Exception)
