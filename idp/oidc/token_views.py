@@ -107,7 +107,7 @@ def userinfo():
         return bearer_challenge("invalid_token", "The access token is invalid, expired or revoked.")
     if "openid" not in active.scopes:
         return bearer_challenge("insufficient_scope", "The token was not issued for OpenID Connect.", 403)
-    user = svc.accounts.get(active.user_id)
+    user = svc.accounts.profile(active.user_id)
     if not svc.accounts.can_sign_in(user):
         return bearer_challenge("invalid_token", "The access token is invalid, expired or revoked.")
     response = jsonify(user_claims(user, active.scopes))
