@@ -39,6 +39,7 @@ def finish_sign_in(user_id: str, amr: list[str], next_url: str | None, device_to
         session_id=session.id,
     )
     user = svc.accounts.get(user_id)
+    # Commits the new session and its audit row together.
     svc.audit.record("sign_in", user_id=user_id, session_id=session.id, ip=client_ip(), user_agent=user_agent(),
                      amr=list(amr), acr=session.acr)
     known = svc.new_device.is_known(user_id, read_known_browser_cookie())

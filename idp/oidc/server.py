@@ -52,8 +52,9 @@ class S256Challenge(CodeChallenge):
 class CodeRecord:
     """An authorization-code row seen through Authlib's interface."""
 
-    def __init__(self, row):
-        self.row = row
+    def __init__(self, consumed):
+        self.consumed = consumed
+        self.row = row = consumed.code
         self.code_challenge = row.code_challenge
         self.code_challenge_method = row.code_challenge_method
 
@@ -94,9 +95,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return user if services().accounts.can_sign_in(user) else None
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
-        issued = services().grants.issue_for_code(
-            self.request.authorization_code.row, self.request.client.row, with_refresh=include_refresh_token
-        )
+        svc = services()
+        consumed = self.request.authorization_code.consumed
+        # The session learns of its app (for back-channel logout) in the transaction that issues the grant.
+        svc.sessions.add_client(consumed.code.session_id, consumed.code.client_id)
+        issued = svc.grants.issue_for_code(consumed, self.request.client.row, with_refresh=include_refresh_token)
         return _token_body(issued)
 
     def save_token(self, token):
@@ -105,7 +108,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def create_token_response(self):
         status, token, headers = super().create_token_response()
         code = self.request.authorization_code.row
-        services().sessions.add_client(code.session_id, code.client_id)
         if "openid" in code.scope.split():
             token["id_token"] = self._id_token(code, token["access_token"])
         return status, token, headers

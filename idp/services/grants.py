@@ -49,6 +49,15 @@ class IssuedTokens:
 
 
 @dataclass(frozen=True)
+class ConsumedCode:
+    """A code just marked used, and its live session: kept together because SQLAlchemy's identity
+    map holds rows weakly, and issuing reads the session again otherwise."""
+
+    code: AuthorizationCode
+    session: BrowserSession
+
+
+@dataclass(frozen=True)
 class FoundRefreshToken:
     """A refresh token with its grant and the session the grant came from, read in one query."""
 
@@ -121,7 +130,7 @@ class Grants:
         db.session.commit()
         return code
 
-    def consume_code(self, code: str, client_id: str) -> AuthorizationCode:
+    def consume_code(self, code: str, client_id: str) -> ConsumedCode:
         """Mark the code used and return it; a second use revokes what the first one issued."""
         if not isinstance(code, str) or not code or len(code) > 200:
             raise GrantError("invalid code")
@@ -153,13 +162,14 @@ class Grants:
         session = db.session.get(BrowserSession, row.session_id)
         if session is None or session.ended_at is not None:
             raise GrantError("the session this code came from has ended")
-        return row
+        return ConsumedCode(row, session)
 
     # -- issuing ---------------------------------------------------------------------------
 
-    def issue_for_code(self, code: AuthorizationCode, client: Client, with_refresh: bool) -> IssuedTokens:
+    def issue_for_code(self, consumed: ConsumedCode, client: Client, with_refresh: bool) -> IssuedTokens:
+        """Commits the new grant together with whatever the caller added to the transaction."""
         now = utcnow()
-        session = db.session.get(BrowserSession, code.session_id)
+        code, session = consumed.code, consumed.session
         family = TokenFamily(
             client_id=client.client_id,
             user_id=code.user_id,

@@ -55,6 +55,7 @@ class Sessions:
 
         The same person signing in again on the same browser keeps the session (so its
         relying apps keep their `sid`) with a fresh secret and authentication time.
+        The caller commits, with the sign-in's audit row in the same transaction.
         """
         token = random_token(32)
         now = utcnow()
@@ -84,7 +85,7 @@ class Sessions:
                 app_version=app_version,
             )
             db.session.add(session)
-        db.session.commit()
+        db.session.flush()
         return session, token
 
     def from_cookie(self, token: str | None) -> BrowserSession | None:
@@ -130,12 +131,12 @@ class Sessions:
             db.session.commit()
 
     def add_client(self, session_id: str, client_id: str) -> None:
+        """Note that an app received tokens through this session; the caller commits."""
         link = db.session.get(SessionClient, (session_id, client_id))
         if link is None:
             db.session.add(SessionClient(session_id=session_id, client_id=client_id))
         else:
             link.last_seen_at = utcnow()
-        db.session.commit()
 
     def end(self, session_id: str, reason: str, actor_type: str = "system", actor_id: str | None = None) -> bool:
         """End a session and revoke every token issued through it. Returns False if it had already ended."""
