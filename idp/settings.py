@@ -222,6 +222,13 @@ def _complete(settings: Settings) -> Settings:
     secret_key = settings.secret_key or _instance_secret(instance)
     if settings.default_signing_alg not in ("ES256", "RS256"):
         raise SettingsError("default_signing_alg must be ES256 or RS256")
+    if settings.redis_url:
+        from idp.storage.store import redis_client
+
+        try:
+            redis_client(settings.redis_url)  # parses only: nothing connects before the first command
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     return settings.replace(
         issuer=issuer,
         database_url=database_url,

@@ -71,6 +71,30 @@ def redis_url():
         client.delete(key)
 
 
+def _redis_topology(kind: str, tmp_path_factory):
+    from tests import redis_topologies
+
+    started = {"sentinel": redis_topologies.SentinelTopology, "cluster": redis_topologies.ClusterTopology}[kind]
+    try:
+        topology = started(tmp_path_factory.mktemp(f"redis-{kind}"))
+    except redis_topologies.TopologyUnavailable as exc:
+        _unavailable(f"Redis {kind}", exc)
+    yield topology
+    topology.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory):
+    """A master, a replica and a Sentinel on free loopback ports, for this session only."""
+    yield from _redis_topology("sentinel", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A three-node Redis Cluster on free loopback ports, for this session only."""
+    yield from _redis_topology("cluster", tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def _pg_migrated(pg_url, tmp_path_factory):
     app = create_app(_settings(tmp_path_factory.mktemp("pg-init"), database_url=pg_url))

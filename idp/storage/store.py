@@ -1,7 +1,7 @@
 """Short-lived shared state: login flows, pending authorization requests, counters.
 
-Redis when IDP_REDIS_URL is set (shared by every instance), an in-process dictionary
-otherwise (one process only). Both honour the same contract, proved by one test suite.
+Redis when IDP_REDIS_URL is set (shared by every instance: one server, a Sentinel-managed master,
+or a Cluster), an in-process dictionary otherwise (one process only). Both honour the same contract, proved by one test suite.
 """
 
 from __future__ import annotations
@@ -10,7 +10,14 @@ import threading
 import time
 from typing import Protocol
 
+from urllib.parse import parse_qs, unquote, urlsplit
+
 import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from idp.domain.errors import ServiceUnavailable
 
@@ -142,9 +149,7 @@ return n
 """
 
     def __init__(self, url: str, prefix: str = "idp:"):
-        self._redis = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
-        )
+        self._redis, self._cluster = redis_client(url)
         self._prefix = prefix
         self._incr = self._redis.register_script(self._INCR)
 
@@ -154,14 +159,18 @@ return n
     def _call(self, fn, *args):
         try:
             return fn(*args)
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     def get(self, key: str) -> str | None:
         return self._call(self._redis.get, self._k(key))
 
     def get_many(self, *keys: str) -> list[str | None]:
-        return self._call(self._redis.mget, [self._k(k) for k in keys]) if keys else []
+        if not keys:
+            return []
+        # A cluster answers one MGET only for keys of one slot; redis-py splits it by slot.
+        mget = self._redis.mget_nonatomic if self._cluster else self._redis.mget
+        return self._call(mget, [self._k(k) for k in keys])
 
     def set(self, key: str, value: str, ttl: int) -> None:
         self._call(lambda: self._redis.set(self._k(key), value, ex=_check_ttl(ttl)))
@@ -200,8 +209,107 @@ return n
     def ping(self) -> bool:
         try:
             return bool(self._redis.ping())
-        except redis.RedisError:
+        except (redis.RedisError, RedisClusterException):
             return False
+
+
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
+
+
+def redis_client(url: str):
+    """A redis-py client for IDP_REDIS_URL, and whether it speaks to a cluster. Nothing connects
+    until the first command, so an unreachable Redis is a 503 on the requests that need it, not a
+    process that fails to start.
+
+    - `redis://[[user]:password@]host:port[/db]`, `rediss://…` (TLS), `unix:///path?db=0`: one server
+      (or a proxy in front of several);
+    - `redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db]`: the master that the
+      Sentinels name for `service`, followed through failovers; `rediss+sentinel://` for TLS to the
+      data nodes, `?sentinel_password=` when the Sentinels require one;
+    - `redis+cluster://[[user]:password@]host:port[,host:port…]`: a Redis Cluster, found from any of
+      the nodes given; `rediss+cluster://` for TLS.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"IDP_REDIS_URL must start with one of {', '.join(s + '://' for s in SCHEMES)}; got {scheme!r}")
+    options = {"decode_responses": True, "socket_timeout": 2, "socket_connect_timeout": 2}
+    if "+" not in scheme:
+        return redis.Redis.from_url(url, health_check_interval=30, **options), False
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    nodes = [_host_port(node, scheme) for node in hosts.split(",") if node]
+    if not nodes:
+        raise ValueError("IDP_REDIS_URL names no host")
+    username, _, password = credentials.partition(":")
+    if username or password:
+        options.update(username=unquote(username) or None, password=unquote(password) or None)
+    tls = scheme.startswith("rediss")
+    if scheme.endswith("+cluster"):
+        return _LazyCluster([ClusterNode(host, port) for host, port in nodes], ssl=tls, **options), True
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("IDP_REDIS_URL for Sentinel must be redis+sentinel://host:port[,host:port]/service[/db]")
+    query = parse_qs(parts.query)
+    # Each Sentinel is asked once per attempt; the master's client below decides how often to retry.
+    sentinel_options = {"socket_timeout": 2, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
+    if query.get("sentinel_password"):
+        sentinel_options["password"] = query["sentinel_password"][0]
+    sentinels = Sentinel(nodes, sentinel_kwargs=sentinel_options)
+    db = int(path[1]) if len(path) == 2 else 0
+    # Ride out a failover for a moment, but answer 503 within half a second when no Sentinel names a
+    # master (redis-py's default retries took four seconds per request).
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1)
+    return sentinels.master_for(path[0], db=db, ssl=tls, health_check_interval=30, retry=retry, **options), False
+
+
+def _host_port(node: str, scheme: str) -> tuple[str, int]:
+    default_port = 26379 if scheme.endswith("+sentinel") else 6379
+    host, colon, port = node.rpartition(":") if not node.endswith("]") else (node, "", "")
+    if not colon:
+        host, port = node, str(default_port)
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"IDP_REDIS_URL: {node!r} is not host:port")
+    return host, int(port)
+
+
+class _LazyCluster:
+    """RedisCluster reads the cluster's layout in its constructor; this defers that (and so any
+    connection) to the first command, and keeps trying until one succeeds."""
+
+    def __init__(self, nodes, **options):
+        self._nodes, self._options = nodes, options
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def _connected(self) -> RedisCluster:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = RedisCluster(startup_nodes=self._nodes, **self._options)
+                client = self._client
+        return client
+
+    def register_script(self, script: str):
+        return _LazyScript(self, script)
+
+    def __getattr__(self, name: str):
+        # Resolved at call time, inside the caller's error handling, not when the method is looked up.
+        def call(*args, **kwargs):
+            return getattr(self._connected(), name)(*args, **kwargs)
+
+        return call
+
+
+class _LazyScript:
+    def __init__(self, cluster: _LazyCluster, script: str):
+        self._cluster, self._script, self._registered = cluster, script, None
+
+    def __call__(self, keys=(), args=()):
+        if self._registered is None:
+            self._registered = self._cluster._connected().register_script(self._script)
+        return self._registered(keys=keys, args=args)
 
 
 def create_store(redis_url: str | None, prefix: str = "idp:") -> Store:

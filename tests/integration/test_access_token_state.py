@@ -247,3 +247,33 @@ def test_with_redis_down_the_token_endpoints_answer_503_and_never_active(make_ap
                      client.get("/userinfo", headers=bearer(tokens["access_token"]))):
         assert response.status_code == 503, response.get_data(as_text=True)
         assert response.json["error"] == "temporarily_unavailable"
+
+
+# -- the same guarantees on a Sentinel-managed Redis and on a Redis Cluster ----------------------------
+
+
+@pytest.mark.parametrize("topology", ["redis_sentinel", "redis_cluster"])
+def test_two_instances_on_sentinel_or_cluster_share_tokens_revocations_and_client_changes(
+        make_app, backend, topology, request):
+    if backend != "postgres":
+        pytest.skip("the in-process store serves one process only (SPEC §1)")
+    url = request.getfixturevalue(topology).url
+    first = make_app(redis_url=url)
+    second = make_app(redis_url=url, redis_prefix=first.extensions["idp"].settings.redis_prefix)
+    rp, machine = _app_client(first), _machine(first)
+    _user(first)
+
+    tokens = _signed_in_tokens(first, rp)
+    assert introspect(second.test_client(), rp, tokens["access_token"]).json["active"] is True
+    assert second.test_client().get("/userinfo", headers=bearer(tokens["access_token"])).status_code == 200
+    assert _cc_token(second, machine).status_code == 200
+
+    with first.app_context():
+        rotated = services_of(first).clients.rotate_secret(machine["client_id"])
+    assert _cc_token(second, machine).status_code == 401
+    assert _cc_token(second, {**machine, "client_secret": rotated}).status_code == 200
+
+    with second.app_context():
+        svc = services_of(second)
+        assert svc.sessions.end_all_for_user(svc.accounts.find_by_email("alice@example.com").id, "ended_by_admin") == 1
+    assert introspect(first.test_client(), rp, tokens["access_token"]).json == {"active": False}

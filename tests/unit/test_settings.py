@@ -134,6 +134,19 @@ def test_rejected_issuers(env, issuer):
         load_settings(environ={**env, "IDP_ISSUER": issuer})
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://cache.example:6380",
+                                 "redis+sentinel://s1:26379,s2:26379/idp-main/1", "redis+cluster://n1:7000,n2:7001"])
+def test_accepted_redis_urls(env, url):
+    assert load_settings(environ={**env, "IDP_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize("url", ["memcached://127.0.0.1:11211", "127.0.0.1:6379", "redis+sentinel://s1:26379",
+                                 "redis+cluster://"])
+def test_rejected_redis_urls(env, url):
+    with pytest.raises(SettingsError, match="IDP_REDIS_URL"):
+        load_settings(environ={**env, "IDP_REDIS_URL": url})
+
+
 @pytest.mark.parametrize("name", ["IDP_ACCESS_TOKEN_TTL", "IDP_PASSWORD_FAILURES_PER_ACCOUNT", "IDP_PROXY_HOPS"])
 @pytest.mark.parametrize("raw", ["ten", "1.5", "10s", "0x10"])
 def test_non_numeric_integer_setting_is_refused(env, name, raw):

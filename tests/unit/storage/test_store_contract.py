@@ -15,7 +15,7 @@ import pytest
 import redis as redis_lib
 
 from idp.domain.errors import ServiceUnavailable
-from idp.storage.store import MemoryStore, RedisStore, StoreUnavailable, create_store
+from idp.storage.store import MemoryStore, RedisStore, StoreUnavailable, create_store, redis_client
 from tests.conftest import RUN_ID
 
 
@@ -44,7 +44,7 @@ class RedisHarness:
     def __init__(self, url: str):
         self.prefix = f"idp-test-{RUN_ID}-store-{secrets.token_hex(4)}:"
         self.store = RedisStore(url, prefix=self.prefix)
-        self.raw = redis_lib.Redis.from_url(url, decode_responses=True)
+        self.raw, _ = redis_client(url)  # the same kind of client on the same server(s), unprefixed
 
     def advance(self, seconds: float, *keys: str) -> None:
         for key in keys:
@@ -64,12 +64,17 @@ class RedisHarness:
         self.raw.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
 def h(request):
     if request.param == "memory":
         yield MemoryHarness()
         return
-    harness = RedisHarness(request.getfixturevalue("redis_url"))
+    url = {
+        "redis": lambda: request.getfixturevalue("redis_url"),
+        "sentinel": lambda: request.getfixturevalue("redis_sentinel").url,
+        "cluster": lambda: request.getfixturevalue("redis_cluster").url,
+    }[request.param]()
+    harness = RedisHarness(url)
     yield harness
     harness.close()
 
