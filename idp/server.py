@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 
 from gunicorn.app.base import BaseApplication
 
@@ -37,18 +38,26 @@ def _start_outbox_worker(worker):
     app.extensions["idp_outbox_worker"] = BackgroundWorker(app, housekeeping=housekeeping_tasks(app)).start()
 
 
-def _stop_outbox_worker(_arbiter, worker):
+# Within gunicorn's graceful_timeout (10 s), with time left for the outbox.
+NOTICE_DRAIN_SECONDS = 5
+
+
+def _on_worker_exit(_arbiter, worker):
     """On the way out, let a delivery in flight record its answer: a worker killed between the POST
-    and the commit would leave the row to be sent again after its lease."""
+    and the commit would leave the row to be sent again after its lease. Mail notices still queued
+    get a few seconds to go out."""
     app = getattr(worker, "wsgi", None)  # unset in the master, which calls this hook too when it reaps a worker
-    outbox = app.extensions.get("idp_outbox_worker") if app is not None else None
+    if app is None:
+        return
+    outbox = app.extensions.get("idp_outbox_worker")
     if outbox is not None:
         outbox.stop()
+    svc = app.extensions.get("idp")
+    if svc is not None and not svc.notifier.notices.drain(NOTICE_DRAIN_SECONDS):
+        logging.getLogger("idp.notify").error("worker exit: mail notices still queued were not sent")
 
 
 def housekeeping_tasks(app) -> list:
-    import logging
-
     from idp.services.purge import PeriodicPurge
 
     svc = app.extensions["idp"]
@@ -67,7 +76,7 @@ def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
         **gunicorn_options(host, port, workers, threads),
         "forwarded_allow_ips": "*" if app.extensions["idp"].settings.proxy_hops else "127.0.0.1",
         "post_worker_init": _start_outbox_worker,
-        "worker_exit": _stop_outbox_worker,
+        "worker_exit": _on_worker_exit,
     }
     _Gunicorn(app, options).run()
 

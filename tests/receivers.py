@@ -3,6 +3,7 @@ back-channel logout endpoints). Each records what it got and can be told to fail
 
 from __future__ import annotations
 
+import asyncio
 import email
 import json
 import socket
@@ -24,8 +25,12 @@ class MailSink:
     def __init__(self):
         self.messages: list[email.message.EmailMessage] = []
         self._lock = threading.Lock()
+        # Clear it to play a mail server that takes a message but holds its answer until set again.
+        self.answering = threading.Event()
+        self.answering.set()
 
     async def handle_DATA(self, server, session, envelope):
+        await asyncio.get_running_loop().run_in_executor(None, self.answering.wait, 30)
         message = email.message_from_bytes(envelope.content, policy=default_policy)
         with self._lock:
             self.messages.append(message)

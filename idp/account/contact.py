@@ -154,15 +154,15 @@ def _tell_old(kind: str, old: str | None, new: str | None) -> None:
     if not old:
         return
     svc = services()
+    if kind == "email":
+        svc.notifier.email_notice(old, "email_changed", email=old, new_email=new)
+        return
+    what = f"changed to one ending in {new[-2:]}" if new else "removed from your account"
     try:
-        if kind == "email":
-            svc.notifier.email(old, "email_changed", email=old, new_email=new)
-        else:
-            what = f"changed to one ending in {new[-2:]}" if new else "removed from your account"
-            svc.notifier.sms(old, f"The phone number of your {svc.settings.product_name} account was {what}. "
-                                  f"If this was not you, contact your administrator.")
+        svc.notifier.sms(old, f"The phone number of your {svc.settings.product_name} account was {what}. "
+                              f"If this was not you, contact your administrator.")
     except ServiceUnavailable:
-        log.warning("could not tell the old %s of user %s about the change", kind, g.account_user.id)
+        log.warning("could not tell the old phone number of user %s about the change", g.account_user.id)
 
 
 @bp.post("/account/contact/verify")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import smtplib
 import ssl
+import threading
+import time
 import uuid
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -14,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from flask import render_template
 
-from idp.domain.errors import DeliveryUnavailable
+from idp.domain.errors import DeliveryUnavailable, ServiceUnavailable
 
 log = logging.getLogger("idp.notify")
 
@@ -61,6 +65,63 @@ class FileMailer:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{formatdate(usegmt=True).replace(' ', '_').replace(',', '')}-{uuid.uuid4().hex[:8]}.eml"
         path.write_bytes(bytes(message))
+
+
+class MailQueue:
+    """Sends messages on a thread of its own, so that a slow or unreachable mail server never holds
+    up the request that queued them (an SMTP server that drops packets costs its 10-second timeout).
+
+    For notices of something that already happened (a new device, a locked account, a changed
+    address), which nobody waits for. Like sending them in the request, it is at most once: a
+    message the server refuses, or one still queued when the process is killed, is logged, not
+    retried. Codes a person is waiting for are sent in the request, which reports a failure."""
+
+    def __init__(self, mailer: Mailer, capacity: int = 1000):
+        self._mailer = mailer
+        self._queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def submit(self, message: EmailMessage) -> None:
+        self._ensure_sender()
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            log.error("mail queue full, not sent: %r to %s", message["Subject"], message["To"])
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every message queued so far was handed over (or failed); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def _ensure_sender(self) -> None:
+        # Started on first use in the process that sends: a thread does not survive gunicorn's fork.
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._send_forever, name="idp-mail", daemon=True)
+                self._thread.start()
+                self._pid = os.getpid()
+
+    def _send_forever(self) -> None:
+        while True:
+            message = self._queue.get()
+            try:
+                self._mailer.send(message)
+            except ServiceUnavailable as unavailable:
+                log.error("%r to %s not sent: %s", message["Subject"], message["To"], unavailable.detail)
+            except Exception:  # noqa: BLE001  the sender must outlive any one message
+                log.exception("%r to %s not sent", message["Subject"], message["To"])
+            finally:
+                self._queue.task_done()
 
 
 def create_mailer(mail_url: str) -> Mailer:

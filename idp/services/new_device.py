@@ -3,13 +3,8 @@ with a single-use link that ends that very session."""
 
 from __future__ import annotations
 
-import logging
-
 from idp.crypto.secrets import constant_time_equal, keyed_hash, random_token, sha256_hex
-from idp.domain.errors import ServiceUnavailable
 from idp.services.user_agents import describe_user_agent
-
-log = logging.getLogger("idp.new_device")
 
 END_LINK_TTL = 7 * 24 * 3600
 
@@ -32,12 +27,10 @@ class NewDeviceNotices:
         self._store.set(f"end-session:{sha256_hex(token)}", session.id, END_LINK_TTL)
         device = describe_user_agent(user_agent)
         described = " · ".join(p for p in (device["model"], device["os"], device["browser"]) if p) or "Unknown device"
-        try:
-            self._notifier.email(user.email, "new_device_sign_in", device=described, ip=ip or "unknown",
-                                 end_url=f"{self._settings.issuer}/account/sessions/end-link/{token}")
-        except ServiceUnavailable as unavailable:
-            # The sign-in stands; the session still shows on /account/sessions.
-            log.error("new-device email for %s failed: %s", user.id, unavailable.detail)
+        # Sent after the answer: the sign-in stands whatever the mail server does, and the session
+        # shows on /account/sessions either way.
+        self._notifier.email_notice(user.email, "new_device_sign_in", device=described, ip=ip or "unknown",
+                                    end_url=f"{self._settings.issuer}/account/sessions/end-link/{token}")
 
     def session_for_link(self, token: str, consume: bool) -> str | None:
         if not token or len(token) > 100:

@@ -202,6 +202,8 @@ def verify_logout_token(app, token: str, client_id: str, sid: str, sub: str) -> 
 
 
 def outbox(app) -> list:
+    """The messages in the app's mail folder, once the notices queued so far were written."""
+    assert services_of(app).notifier.notices.drain(10)
     folder = Path(urlsplit(services_of(app).settings.mail_url).path)
     files = sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns) if folder.exists() else []
     return [email.message_from_bytes(p.read_bytes(), policy=default_policy) for p in files]

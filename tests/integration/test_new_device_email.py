@@ -74,9 +74,10 @@ def test_first_sign_in_on_a_browser_is_announced_and_its_link_ends_exactly_that_
     assert "Device: Linux · Chrome 124.0\n" in laptop_text and "IP address: 203.0.113.20\n" in laptop_text
     assert end_link_path(laptop_text) != path
 
-    # The same browser signing in again is not announced (mail goes out before the sign-in answers).
+    # The same browser signing in again is not announced.
     sign_out(laptop)
     assert password_step(laptop).status_code == 303
+    assert services_of(app).notifier.notices.drain(10)
     assert len([m for m in sink.messages if "New sign-in" in m["Subject"]]) == 2
 
     # The link: a GET only shows a button (mail scanners follow links); it ends nothing.
@@ -129,3 +130,24 @@ def test_a_mail_server_that_is_down_does_not_stop_the_sign_in(make_app):
     signed = password_step(browser)
     assert signed.status_code == 303 and signed.headers["Location"] == "/account"
     assert is_signed_in(browser)
+    assert services_of(app).notifier.notices.drain(10)  # the failed send is logged, nothing is left queued
+
+
+def test_the_sign_in_does_not_wait_for_the_mail_server(make_app, smtp_server):
+    """The notice goes out after the answer: a mail server that holds its reply holds up no one."""
+    app = make_app(mail_url=smtp_server.url)
+    app.test_client_class = IsolatedClient
+    create_user(app)
+    sink = smtp_server.sink
+    sink.answering.clear()
+    try:
+        browser = browser_for(app, WINDOWS_FIREFOX, "192.0.2.9")
+        signed = password_step(browser)
+        assert signed.status_code == 303 and is_signed_in(browser)
+        assert sink.messages == []  # the mail server has not answered yet
+        assert not services_of(app).notifier.notices.drain(0.2)
+    finally:
+        sink.answering.set()
+    [notice] = _announcements(sink, 1)
+    assert "192.0.2.9" in sink.text_of(notice)
+    assert services_of(app).notifier.notices.drain(10)

@@ -1,8 +1,10 @@
-"""gunicorn hooks: each worker process runs an outbox worker and stops it on the way out."""
+"""gunicorn hooks: each worker process runs an outbox worker and stops it on the way out, after
+giving its queued mail notices a few seconds."""
 
 from types import SimpleNamespace
 
-from idp.server import _stop_outbox_worker
+from idp.notify.mail import MailQueue
+from idp.server import NOTICE_DRAIN_SECONDS, _on_worker_exit
 
 
 class FakeOutboxWorker:
@@ -12,15 +14,33 @@ class FakeOutboxWorker:
         self.stopped = True
 
 
-def test_worker_exit_stops_the_outbox_worker_so_a_delivery_in_flight_is_recorded():
-    outbox = FakeOutboxWorker()
-    _stop_outbox_worker(None, SimpleNamespace(wsgi=SimpleNamespace(extensions={"idp_outbox_worker": outbox})))
+class RecordingMailer:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+def _worker(**extensions):
+    return SimpleNamespace(wsgi=SimpleNamespace(extensions=extensions))
+
+
+def test_worker_exit_stops_the_outbox_worker_and_sends_the_queued_notices():
+    outbox, mailer = FakeOutboxWorker(), RecordingMailer()
+    notices = MailQueue(mailer)
+    for n in range(3):
+        notices.submit({"Subject": f"notice {n}", "To": "a@example.com"})
+    _on_worker_exit(None, _worker(idp_outbox_worker=outbox, idp=SimpleNamespace(
+        notifier=SimpleNamespace(notices=notices))))
     assert outbox.stopped
+    assert [m["Subject"] for m in mailer.sent] == ["notice 0", "notice 1", "notice 2"]
+    assert 0 < NOTICE_DRAIN_SECONDS < 10  # inside gunicorn's graceful_timeout
 
 
 def test_worker_exit_without_an_outbox_worker_does_nothing():
-    _stop_outbox_worker(None, SimpleNamespace())  # the master reaping a worker: no app loaded there
-    _stop_outbox_worker(None, SimpleNamespace(wsgi=SimpleNamespace(extensions={})))
+    _on_worker_exit(None, SimpleNamespace())  # the master reaping a worker: no app loaded there
+    _on_worker_exit(None, _worker())
 
 
 def test_instances_on_one_host_do_not_share_gunicorns_control_socket():
