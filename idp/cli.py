@@ -107,8 +107,13 @@ def serve(host, port, workers, threads):
     if settings.issuer == Settings.issuer and port != 5000:
         # A newcomer trying another port still gets working URLs in discovery and redirects.
         os.environ["IDP_ISSUER"] = f"http://localhost:{port}"
+    from idp.server import address_taken, release_large_blocks_to_the_os, run_gunicorn
+
+    taken = address_taken(host, port)
+    if taken:
+        _fail("address_in_use", f"Cannot listen on {host}:{port}: {taken}. Another idp serve or another "
+                                "program may be listening there.", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from idp.server import release_large_blocks_to_the_os, run_gunicorn
 
     release_large_blocks_to_the_os()  # before the first password hash, which building the app makes
     app = _ready_app()

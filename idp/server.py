@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import socket
 
 from gunicorn.app.base import BaseApplication
 
@@ -103,7 +104,32 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict:
         "graceful_timeout": 10,
         "keepalive": 5,
         "forwarded_allow_ips": "127.0.0.1",
+        # A listening socket per worker (SO_REUSEPORT): the kernel spreads new connections over the
+        # workers. On one shared socket the first worker to wake took them all, now and then: a
+        # proxy's or load tester's 16 keep-alive connections on one worker, the other idle, half the
+        # throughput.
+        "reuse_port": True,
     }
+
+
+def address_taken(host: str, port: int) -> str | None:
+    """Why host:port cannot be listened on, or None if it can.
+
+    The workers listen with SO_REUSEPORT, which lets any process of the same user that also sets it
+    share the port without an error: a second `idp serve` (or one left over from a deploy) would
+    silently take half the connections. A plain socket is refused by any listener there, so the
+    master asks with one before starting."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: {exc}"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed socket in TIME_WAIT is no owner
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def release_large_blocks_to_the_os(threshold: int = 1024 * 1024) -> bool:

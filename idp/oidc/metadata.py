@@ -62,12 +62,12 @@ class PreparedDocuments:
     with the configuration or the key ring, and relying apps fetch them more than anything else.
     The JWKS falls through to the Flask view when the key ring is due for its reread."""
 
-    def __init__(self, wsgi_app, discovery: bytes, keys, security_headers: list[tuple[str, str]]):
+    def __init__(self, wsgi_app, discovery: bytes, keys, always: list[tuple[str, str]]):
         self.wsgi_app = wsgi_app
         self._keys = keys
         # Public and the same for every caller, so Access-Control-Allow-Origin is always sent: a shared
         # cache may then hand one copy to anybody (RFC 9700 §2.6 allows CORS here).
-        common = [("Content-Type", "application/json"), ("Access-Control-Allow-Origin", "*"), *security_headers]
+        common = [("Content-Type", "application/json"), ("Access-Control-Allow-Origin", "*"), *always]
         self._discovery = discovery
         self._discovery_headers = [*common, ("Cache-Control", DISCOVERY_CACHE), ("Content-Length", str(len(discovery)))]
         self._jwks_headers = [*common, ("Cache-Control", JWKS_CACHE)]

@@ -1,7 +1,8 @@
 """Short-lived shared state: login flows, pending authorization requests, counters.
 
 Redis when IDP_REDIS_URL is set (shared by every instance: one server, a Sentinel-managed master,
-or a Cluster), an in-process dictionary otherwise (one process only). Both honour the same contract, proved by one test suite.
+or a Cluster), an in-process dictionary otherwise (one process only). Both honour the same
+contract, proved by one test suite.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from typing import Protocol
-
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis

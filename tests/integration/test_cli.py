@@ -132,3 +132,20 @@ def test_invalid_configuration_is_a_clear_error(run):
     result = run("init", IDP_ISSUER="http://idp.example.com")
     assert result.exit_code == 2
     assert "https" in json.loads(result.stderr)["error_description"]
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain listener", "another idp serve"])
+def test_serve_refuses_a_port_another_process_listens_on(run, reuse_port):
+    """Workers listen with SO_REUSEPORT, which another process setting it too could share silently."""
+    import socket
+
+    with socket.socket() as other:
+        if reuse_port:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = run("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.exit_code == 2
+    error = json.loads(result.stderr)
+    assert error["error"] == "address_in_use" and f"127.0.0.1:{port}" in error["error_description"]

@@ -49,3 +49,25 @@ def test_instances_on_one_host_do_not_share_gunicorns_control_socket():
     server = _Gunicorn(object(), {"bind": "127.0.0.1:0"})
     if "control_socket_disable" in server.cfg.settings:  # gunicorn >= 25.1
         assert server.cfg.control_socket_disable is True
+
+
+def test_each_worker_listens_on_a_socket_of_its_own():
+    from idp.server import gunicorn_options
+
+    assert gunicorn_options("127.0.0.1", 5000, 2, 4)["reuse_port"] is True
+
+
+def test_address_taken_sees_plain_and_shared_listeners_but_not_a_free_port():
+    import socket
+
+    from idp.server import address_taken
+
+    for reuse_port in (False, True):
+        with socket.socket() as other:
+            if reuse_port:
+                other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            port = other.getsockname()[1]
+            assert address_taken("127.0.0.1", port)
+    assert address_taken("127.0.0.1", port) is None  # closed again
