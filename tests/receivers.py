@@ -4,6 +4,7 @@ back-channel logout endpoints). Each records what it got and can be told to fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import json
 import socket
@@ -19,6 +20,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def listener(reuse_port: bool = False):
+    """Another program listening on a loopback port (with SO_REUSEPORT, as another idp serve would);
+    yields the port."""
+    with socket.socket() as sock:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
 
 
 class MailSink:

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from idp.cli import main
 from idp.settings import PROJECT_ROOT
 from tests.conftest import RUN_ID, fresh_pg_database
+from tests.receivers import listener
 
 # Revisions are numbered files (0001_…, 0002_…); the newest is the head.
 HEAD_REVISION = sorted(p.name for p in (PROJECT_ROOT / "migrations" / "versions").glob("[0-9]*.py"))[-1][:4]
@@ -137,14 +138,7 @@ def test_invalid_configuration_is_a_clear_error(run):
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain listener", "another idp serve"])
 def test_serve_refuses_a_port_another_process_listens_on(run, reuse_port):
     """Workers listen with SO_REUSEPORT, which another process setting it too could share silently."""
-    import socket
-
-    with socket.socket() as other:
-        if reuse_port:
-            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        port = other.getsockname()[1]
+    with listener(reuse_port) as port:
         result = run("serve", "--host", "127.0.0.1", "--port", str(port))
     assert result.exit_code == 2
     error = json.loads(result.stderr)

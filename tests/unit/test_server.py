@@ -58,16 +58,10 @@ def test_each_worker_listens_on_a_socket_of_its_own():
 
 
 def test_address_taken_sees_plain_and_shared_listeners_but_not_a_free_port():
-    import socket
-
     from idp.server import address_taken
+    from tests.receivers import listener
 
     for reuse_port in (False, True):
-        with socket.socket() as other:
-            if reuse_port:
-                other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            other.bind(("127.0.0.1", 0))
-            other.listen()
-            port = other.getsockname()[1]
+        with listener(reuse_port) as port:
             assert address_taken("127.0.0.1", port)
     assert address_taken("127.0.0.1", port) is None  # closed again
