@@ -744,6 +744,13 @@ def print_table(results: dict) -> None:
     ref = results["reference"]["bare_flask_get"]
     rows.append(("reference: bare Flask GET", f"{ref['rps']:.1f}", f"{ref['p50_ms']:.2f}", f"{ref['p99_ms']:.2f}",
                  str(ref["errors"]), "1.000", "", "", "", ""))
+    floor = results["reference"].get("token_floor")
+    if floor:
+        cc_peer = (peer.get("scenarios") or {}).get("POST token client_credentials")
+        rows.append(("reference: token floor, no Flask", f"{floor['rps']:.1f}", f"{floor['p50_ms']:.2f}",
+                     f"{floor['p99_ms']:.2f}", str(floor["errors"]), f"{floor['rps'] / ref['rps']:.3f}",
+                     *((f"{cc_peer['rps']:.1f}", f"{cc_peer['p99_ms']:.2f}", str(cc_peer["errors"]),
+                        f"{floor['rps'] / cc_peer['rps']:.3f}") if cc_peer else ("", "", "", ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
     for n, row in enumerate(rows):
@@ -755,6 +762,9 @@ def print_table(results: dict) -> None:
     else:
         print(f"\npeer: oidc-provider {peer['version']}, {peer['processes']} Node.js processes (cluster), "
               f"tokens, grants and sessions in Redis; × peer = idp req/s ÷ peer req/s")
+    if floor:
+        print("token floor: client_credentials as one plain WSGI function (form, keyed-SHA-256 secret check, ES256 "
+              "JWT, one Redis SET; bench/reference_app.py): the most a token endpoint on this stack can do")
     a = results["reference"]["argon2"]
     print(f"argon2id m={a['memory_kib']} KiB t={a['time_cost']} p={a['parallelism']}: "
           f"{a['verify_per_s_one_process']:.1f} verify/s on one core ({a['ms_per_verify']} ms), "
@@ -935,18 +945,24 @@ def main(argv=None) -> int:
         idp.stop()
 
         ref_port = free_port()
+        floor = {"client_id": "floor-machine", "client_secret": secrets.token_urlsafe(32)}
         reference = Server("bare Flask reference", [sys.executable, str(BENCH_DIR / "reference_app.py"), "--port",
                                                      str(ref_port), "--workers", str(args.workers), "--threads",
-                                                     str(args.threads)],
-                           {**os.environ}, workdir / "reference.log", f"http://127.0.0.1:{ref_port}",
-                           "/.well-known/openid-configuration")
+                                                     str(args.threads), "--redis-url", REDIS_URL, "--redis-prefix",
+                                                     f"{deployment.redis_prefix}floor:", "--client-id",
+                                                     floor["client_id"]],
+                           {**os.environ, "BENCH_FLOOR_SECRET": floor["client_secret"]}, workdir / "reference.log",
+                           f"http://127.0.0.1:{ref_port}", "/.well-known/openid-configuration")
         servers.append(reference)
-        log("bare Flask reference app under the same gunicorn settings")
+        log("bare Flask reference app and the token floor under the same gunicorn settings")
         reference.start()
         url = reference.base_url + "/.well-known/openid-configuration"
         if args.warmup > 0:
             run_wrk(url, "get.lua", args, duration=args.warmup)
         results["reference"] = {"bare_flask_get": measure(url, "get.lua", args, [{}] * args.repeat)}
+        log("token floor: client_credentials as one plain WSGI function")
+        results["reference"]["token_floor"] = measure(reference.base_url + "/token", "post_form.lua", args,
+                                                      [cc_wrk_env(floor)] * args.repeat)
         results["rss"]["reference_after"] = reference.rss()
         reference.stop()
 
