@@ -115,6 +115,16 @@ class Server:
             time.sleep(0.2)
         raise BenchError(f"{self.name} did not answer within {timeout:.0f} s")
 
+    def wait_for_workers(self, count: int, timeout: float = 30) -> None:
+        """The probe passes once one worker answers; each worker opens its own listening socket, so the
+        others may still be booting. RSS and load figures need all of them."""
+        deadline = time.monotonic() + timeout
+        while len(self.worker_pids()) < count:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name}: {len(self.worker_pids())} of {count} workers after {timeout:.0f} s")
+            time.sleep(0.1)
+        time.sleep(1)  # past their own start-up (app import, warm-up) before anything is measured
+
     def worker_pids(self) -> list[int]:
         if self.process is None or self.process.poll() is not None:
             return []
@@ -887,6 +897,7 @@ def main(argv=None) -> int:
         servers.append(idp)
         log(f"starting idp serve on {deployment.issuer} ({args.workers} workers × {args.threads} threads)")
         idp.start()
+        idp.wait_for_workers(args.workers)
         rss_idle = idp.rss()
 
         # Refresh chains (one per connection plus as many spares), tokens for UserInfo / introspection,
@@ -956,6 +967,7 @@ def main(argv=None) -> int:
         servers.append(reference)
         log("bare Flask reference app and the token floor under the same gunicorn settings")
         reference.start()
+        reference.wait_for_workers(args.workers)
         url = reference.base_url + "/.well-known/openid-configuration"
         if args.warmup > 0:
             run_wrk(url, "get.lua", args, duration=args.warmup)
