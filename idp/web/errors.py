@@ -89,8 +89,9 @@ def init_app(app) -> None:
 
     @app.errorhandler(OperationalError)
     def database_unreachable(exc: OperationalError):
-        # A refused connection, or one the server closed (restart, failover): nothing was written,
-        # and the pool has dropped the dead connections, so a retry can succeed.
+        # Transient by nature: a refused connection, one the server closed (restart, failover; the
+        # pool then drops every connection opened before it), a deadlock, SQLite's "database is
+        # locked". The transaction in progress is rolled back, so a retry can succeed.
         log.warning("database unreachable on %s %s: %s", request.method, request.path, exc.orig)
         response = app.make_response(error_response(503, "The service is temporarily unavailable. "
                                                           "Please try again in a moment."))
