@@ -75,10 +75,13 @@ def _redis_topology(kind: str, tmp_path_factory):
     from tests import redis_topologies
 
     started = {"sentinel": redis_topologies.SentinelTopology, "cluster": redis_topologies.ClusterTopology}[kind]
-    try:
-        topology = started(tmp_path_factory.mktemp(f"redis-{kind}"))
-    except redis_topologies.TopologyUnavailable as exc:
-        _unavailable(f"Redis {kind}", exc)
+    for attempt in range(3):  # a free port can be taken by someone else before the server binds it
+        try:
+            topology = started(tmp_path_factory.mktemp(f"redis-{kind}"))
+            break
+        except redis_topologies.TopologyUnavailable as exc:
+            if attempt == 2 or "not installed" in str(exc):
+                _unavailable(f"Redis {kind}", exc)
     yield topology
     topology.stop()
 

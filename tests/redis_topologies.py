@@ -33,10 +33,12 @@ def free_port(highest: int = 65535) -> int:
 HIGHEST_CLUSTER_PORT = 65535 - 10000
 
 
-def _wait(what: str, check, timeout: float = START_TIMEOUT) -> None:
+def _wait(what: str, check, timeout: float = START_TIMEOUT, processes: Processes | None = None) -> None:
     deadline = time.monotonic() + timeout
     last_error = None
     while time.monotonic() < deadline:
+        if processes is not None:
+            processes.check()
         try:
             if check():
                 return
@@ -59,6 +61,12 @@ class Processes:
         self.running.append(subprocess.Popen([binary, *args], stdout=log, stderr=subprocess.STDOUT,
                                              cwd=self.folder, start_new_session=True))
         log.close()
+
+    def check(self) -> None:
+        """A server that exited at start (its port taken meanwhile, say) fails the wait at once."""
+        for process in self.running:
+            if process.poll() is not None:
+                raise TopologyUnavailable(f"redis-server {' '.join(process.args[1:3])} exited with {process.returncode}")
 
     def stop(self) -> None:
         for process in self.running:
@@ -114,7 +122,8 @@ class SentinelTopology(Topology):
         )
         self.processes.start("sentinel", str(config), "--sentinel")
         replica = self.node(self.replica_port)
-        _wait("the replica", lambda: replica.info("replication").get("master_link_status") == "up")
+        _wait("the replica", lambda: replica.info("replication").get("master_link_status") == "up",
+              processes=self.processes)
         _wait("the Sentinel", self._replica_promotable)
 
     def _replica_promotable(self) -> bool:
@@ -157,7 +166,8 @@ class ClusterTopology(Topology):
                                  "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "5000",
                                  "--dbfilename", f"dump-{port}.rdb")
         for port in self.ports:
-            _wait(f"cluster node {port}", lambda port=port: redis.Redis(host="127.0.0.1", port=port, socket_timeout=2).ping())
+            _wait(f"cluster node {port}", lambda port=port: redis.Redis(host="127.0.0.1", port=port, socket_timeout=2).ping(),
+                  processes=self.processes)
         cli = shutil.which("redis-cli")
         if cli is None:
             raise TopologyUnavailable("redis-cli is not installed")
