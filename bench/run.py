@@ -60,6 +60,14 @@ class BenchError(RuntimeError):
     pass
 
 
+def write_results(results: dict, name: str) -> None:
+    """bench/results/<name>, which the results also name (`results_file`)."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / name
+    results["results_file"] = str(out.relative_to(ROOT))
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -1005,10 +1013,7 @@ def main(argv=None) -> int:
             results[key]["ratio_to_argon2_parallel"] = (
                 round(results[key]["sessions_per_s"] / argon2_parallel, 4) if argon2_parallel else None)
         results["machine"]["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
-        RESULTS_DIR.mkdir(exist_ok=True)
-        out = RESULTS_DIR / f"{stamp}.json"
-        results["results_file"] = str(out.relative_to(ROOT))
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        write_results(results, f"{stamp}.json")
         print_table(results)
         ok = True
         return 0

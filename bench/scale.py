@@ -59,7 +59,6 @@ from bench.run import (  # noqa: E402  (the load benchmark's deployment, servers
     PASSWORD,
     PG_ADMIN_URL,
     REDIRECT_URI,
-    RESULTS_DIR,
     SCOPE,
     BenchError,
     Deployment,
@@ -69,6 +68,7 @@ from bench.run import (  # noqa: E402  (the load benchmark's deployment, servers
     percentile,
     sign_in,
     tear_down,
+    write_results,
 )
 
 HEAVY_USERS = 5
@@ -1029,11 +1029,8 @@ def main(argv=None) -> int:
         results["index_evidence"] = merge_evidence(before_purge_evidence, index_evidence(
             dep.dsn, {"now": dt.datetime.now(dt.timezone.utc), "sample_user": sample_user}))
 
-        RESULTS_DIR.mkdir(exist_ok=True)
-        out = RESULTS_DIR / f"scale-{stamp}.json"
-        results["results_file"] = str(out.relative_to(ROOT))
         results["total_seconds"] = round(time.monotonic() - started, 1)
-        out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        write_results(results, f"scale-{stamp}.json")
         print_table(results)
         ok = True
         return 0
