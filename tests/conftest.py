@@ -26,7 +26,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RUN_ID = uuid.uuid4().hex[:10]
 
 # Fast-but-real argon2 parameters for the suite; production defaults are tested in tests/unit/crypto.
-TEST_ARGON2 = {"argon2_memory_kib": 1024, "argon2_time_cost": 1}
+TEST_ARGON2 = {"argon2_memory_kib": 1024, "argon2_time_cost": 1, "argon2_parallelism": 1}
 
 
 def _unavailable(what: str, error: Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 
 from argon2 import PasswordHasher
@@ -14,24 +15,40 @@ def normalise_password(password: str) -> str:
 
 
 class Passwords:
-    def __init__(self, time_cost: int, memory_kib: int, parallelism: int):
+    def __init__(self, time_cost: int, memory_kib: int, parallelism: int, at_once: int):
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
-        # Verified against for unknown accounts so they take as long as known ones.
-        self._dummy_hash = self._hasher.hash("timing-equaliser-not-a-password")
+        # Each hash holds memory_kib of memory while it runs. Beyond a few at once a process gains no
+        # speed (argon2 already keeps `parallelism` threads busy per hash) but can run out of memory:
+        # eight gunicorn threads signing in together would otherwise hold 512 MiB with the defaults.
+        self._slots = threading.BoundedSemaphore(at_once)
+        self._dummy_hash: str | None = None
 
     def hash(self, password: str) -> str:
-        return self._hasher.hash(normalise_password(password))
+        normalised = normalise_password(password)
+        with self._slots:
+            return self._hasher.hash(normalised)
 
     def verify(self, password_hash: str | None, password: str) -> bool:
+        normalised = normalise_password(password)
+        # Unknown accounts are checked against a hash with the same parameters, so they take as long.
+        against = password_hash or self._timing_equaliser()
         try:
-            return self._hasher.verify(password_hash or self._dummy_hash, normalise_password(password)) and bool(
-                password_hash
-            )
+            with self._slots:
+                matches = self._hasher.verify(against, normalised)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+        return matches and bool(password_hash)
 
     def needs_rehash(self, password_hash: str) -> bool:
         try:
             return self._hasher.check_needs_rehash(password_hash)
         except InvalidHashError:
             return True
+
+    def _timing_equaliser(self) -> str:
+        # Made on first need, not at start-up: every CLI command builds the services, and one hash
+        # with the production parameters costs a tenth of a second. Two threads racing here both
+        # make one; either serves.
+        if self._dummy_hash is None:
+            self._dummy_hash = self.hash("timing-equaliser-not-a-password")
+        return self._dummy_hash

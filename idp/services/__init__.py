@@ -48,7 +48,8 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
-        passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+        passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism,
+                              settings.password_hashes_at_once)
         keys = KeyService(settings)
         notifier = Notifier(settings, create_mailer(settings.mail_url),
                             create_sms_sender(settings.sms_webhook_url, settings.instance_dir))

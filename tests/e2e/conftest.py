@@ -41,6 +41,7 @@ class LiveDeployment:
             "IDP_MAIL_URL": f"file://{tmp_path}/mail",
             "IDP_ARGON2_MEMORY_KIB": "1024",
             "IDP_ARGON2_TIME_COST": "1",
+            "IDP_ARGON2_PARALLELISM": "1",
         }
         self.processes: list[subprocess.Popen] = []
         self.port = free_port()

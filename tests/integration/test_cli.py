@@ -24,6 +24,7 @@ def run(tmp_path):
         "IDP_REDIS_URL": "",
         "IDP_ARGON2_MEMORY_KIB": "1024",
         "IDP_ARGON2_TIME_COST": "1",
+        "IDP_ARGON2_PARALLELISM": "1",
     }
 
     def invoke(*args, **extra_env):

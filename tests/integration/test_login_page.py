@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from argon2 import PasswordHasher
 from flask import has_app_context
 
 from idp import create_app
@@ -235,6 +236,32 @@ def test_cookie_planted_before_sign_in_is_not_adopted(app, user):
     attacker = app.test_client()
     attacker.set_cookie("idp_session", "attacker-chosen-value-000000000000000000000")
     assert attacker.get("/account").status_code == 302
+
+
+def test_a_hash_with_older_parameters_is_replaced_at_the_next_sign_in(app, user):
+    # A deployment that raises its argon2 parameters upgrades each stored hash the next time its
+    # owner signs in, when the password is in hand; until then the old hash still signs in.
+    older = PasswordHasher(time_cost=1, memory_cost=512, parallelism=1).hash(PASSWORD)
+    with app.app_context():
+        db.session.get(User, user).password_hash = older
+        db.session.commit()
+    assert sign_in(app.test_client()).status_code == 303
+    with app.app_context():
+        upgraded = db.session.get(User, user).password_hash
+        passwords = app.extensions["idp"].passwords
+        assert upgraded != older and not passwords.needs_rehash(upgraded)
+        assert passwords.verify(upgraded, PASSWORD)
+    settings = app.extensions["idp"].settings
+    assert upgraded.startswith(f"$argon2id$v=19$m={settings.argon2_memory_kib},t={settings.argon2_time_cost},"
+                               f"p={settings.argon2_parallelism}$")
+
+    # A wrong password leaves the stored hash alone.
+    with app.app_context():
+        db.session.get(User, user).password_hash = older
+        db.session.commit()
+    assert GENERIC_FAILURE in sign_in(app.test_client(), password="not the password").get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(User, user).password_hash == older
 
 
 def test_https_issuer_uses_a_host_prefixed_secure_cookie(make_app):

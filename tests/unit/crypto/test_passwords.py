@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from argon2 import PasswordHasher
 
@@ -14,7 +16,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="module")
 def production() -> Passwords:
     s = Settings()
-    return Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
+    return Passwords(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism, s.password_hashes_at_once)
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +24,21 @@ def stored(production) -> str:
     return production.hash(PASSWORD)
 
 
-def test_production_defaults_are_the_owasp_argon2id_minimum():
+def test_production_defaults_are_rfc_9106s_second_recommended_option():
     s = Settings()
-    assert (s.argon2_memory_kib, s.argon2_time_cost, s.argon2_parallelism) == (19 * 1024, 2, 1)
+    assert (s.argon2_memory_kib, s.argon2_time_cost, s.argon2_parallelism) == (64 * 1024, 3, 4)
+    # Never below OWASP's minimum (m=19 MiB, t=2, p=1) in memory or in passes.
+    assert s.argon2_memory_kib >= 19 * 1024 and s.argon2_time_cost >= 2
 
 
 def test_hash_is_argon2id_with_the_production_parameters(stored):
-    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$"), stored
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$"), stored
+
+
+def test_a_hash_with_the_previous_defaults_is_upgraded(production):
+    owasp_minimum = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1).hash(PASSWORD)
+    assert production.verify(owasp_minimum, PASSWORD) is True
+    assert production.needs_rehash(owasp_minimum) is True
 
 
 def test_hash_is_salted(production, stored):
@@ -88,3 +98,54 @@ def test_needs_rehash_only_for_other_parameters(production, stored):
     assert production.needs_rehash(weaker) is True
     assert production.verify(weaker, PASSWORD) is True, "old hashes still sign in (then get rehashed)"
     assert production.needs_rehash("not a hash") is True
+
+
+class _HeldHasher:
+    """Stands in for argon2: each call waits at a gate, so the test sees how many run at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most_inside = 0
+        self.entered = threading.Semaphore(0)
+        self.gate = threading.Event()
+
+    def _hold(self):
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        self.entered.release()
+        assert self.gate.wait(10)
+        with self.lock:
+            self.inside -= 1
+
+    def verify(self, _hash, _password):
+        self._hold()
+        return True
+
+    def hash(self, _password):
+        self._hold()
+        return "$argon2id$held"
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_no_more_hashes_at_once_than_allowed(at_once):
+    # Each hash holds argon2's whole memory while it runs; the bound is what keeps eight threads
+    # signing in together from holding eight times 64 MiB.
+    passwords = Passwords(1, 1024, 1, at_once)
+    held = _HeldHasher()
+    passwords._hasher = held
+    results = []
+    calls = [threading.Thread(target=lambda: results.append(passwords.verify("$argon2id$stored", PASSWORD)))
+             for _ in range(3)] + [threading.Thread(target=lambda: results.append(passwords.hash(PASSWORD)))
+                                   for _ in range(2)]
+    for call in calls:
+        call.start()
+    for _ in range(at_once):
+        assert held.entered.acquire(timeout=10)
+    assert not held.entered.acquire(timeout=0.3), "a hash started while every slot was taken"
+    held.gate.set()
+    for call in calls:
+        call.join(10)
+    assert held.most_inside == at_once
+    assert sorted(map(str, results)) == sorted(["True"] * 3 + ["$argon2id$held"] * 2)
