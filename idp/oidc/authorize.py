@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from idp.crypto.keys import InvalidJWT
 from idp.domain.acr import ACR_VALUES_SUPPORTED
 from idp.oidc.client import redirect_uri_matches
-from idp.storage.models import Client
+from idp.services.clients import ClientSnapshot
 
 SINGLE_VALUE_PARAMS = (
     "client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "prompt", "max_age",
@@ -49,7 +49,7 @@ class RedirectError(Exception):
 
 @dataclass
 class AuthorizationRequest:
-    client: Client
+    client: ClientSnapshot
     redirect_uri: str
     state: str | None
     scope: str = ""
@@ -99,19 +99,19 @@ def parse_authorization_request(values, clients, key_ring) -> AuthorizationReque
     return request
 
 
-def _client(values, clients) -> Client:
+def _client(values, clients) -> ClientSnapshot:
     client_ids = values.getlist("client_id")
     if not client_ids or not client_ids[0]:
         raise ErrorPage("The application did not say who it is (missing client_id).")
     if len(client_ids) > 1:
         raise ErrorPage("The request names more than one application (repeated client_id).")
-    client = clients.get(client_ids[0])
+    client = clients.snapshot(client_ids[0])
     if client is None:
         raise ErrorPage("This application is not registered here (unknown client_id).")
     return client
 
 
-def _redirect_uri(values, client: Client) -> str:
+def _redirect_uri(values, client: ClientSnapshot) -> str:
     uris = values.getlist("redirect_uri")
     if not uris or not uris[0]:
         raise ErrorPage("The application did not say where to return (missing redirect_uri).")

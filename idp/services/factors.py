@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from idp.crypto.otp import (
     new_totp_secret,
@@ -39,11 +39,7 @@ class Factors:
     def methods(self, user: User) -> list[str]:
         """Second-factor methods the user can use now, strongest first."""
         # One round trip for the three counts: every step of a sign-in asks this.
-        webauthn, totp, recovery = db.session.execute(select(
-            _count_of(WebAuthnCredential, WebAuthnCredential.user_id == user.id),
-            _count_of(TotpCredential, TotpCredential.user_id == user.id),
-            _count_of(RecoveryCode, RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)),
-        )).one()
+        webauthn, totp, recovery = db.session.execute(_FACTOR_COUNTS, {"user_id": user.id}).one()
         methods = []
         if webauthn:
             methods.append("webauthn")
@@ -193,3 +189,11 @@ class Factors:
 
 def _count_of(model, *conditions):
     return select(func.count()).select_from(model).where(*conditions).scalar_subquery()
+
+
+# Built once: building this statement and its cache key took longer than running it.
+_FACTOR_COUNTS = select(
+    _count_of(WebAuthnCredential, WebAuthnCredential.user_id == bindparam("user_id")),
+    _count_of(TotpCredential, TotpCredential.user_id == bindparam("user_id")),
+    _count_of(RecoveryCode, RecoveryCode.user_id == bindparam("user_id"), RecoveryCode.used_at.is_(None)),
+)

@@ -6,6 +6,8 @@ from datetime import datetime, timedelta
 
 from blinker import signal
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
@@ -34,6 +36,9 @@ def chunks(values: list, size: int = IN_CHUNK):
 def past_limits(session: BrowserSession, idle_ttl: int, now: datetime) -> bool:
     """Past the absolute lifetime, or idle for longer than allowed."""
     return now >= session.expires_at or now >= session.last_active_at + timedelta(seconds=idle_ttl)
+
+
+_UPSERTS = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
 
 
 class Sessions:
@@ -132,11 +137,13 @@ class Sessions:
 
     def add_client(self, session_id: str, client_id: str) -> None:
         """Note that an app received tokens through this session; the caller commits."""
-        link = db.session.get(SessionClient, (session_id, client_id))
-        if link is None:
-            db.session.add(SessionClient(session_id=session_id, client_id=client_id))
-        else:
-            link.last_seen_at = utcnow()
+        now = utcnow()
+        # One statement, not a read then a write: both databases have an upsert of the same form.
+        upsert = _UPSERTS[db.session.get_bind().dialect.name](SessionClient).values(
+            session_id=session_id, client_id=client_id, first_seen_at=now, last_seen_at=now)
+        db.session.execute(upsert.on_conflict_do_update(index_elements=[SessionClient.session_id,
+                                                                        SessionClient.client_id],
+                                                        set_={"last_seen_at": now}))
 
     def end(self, session_id: str, reason: str, actor_type: str = "system", actor_id: str | None = None) -> bool:
         """End a session and revoke every token issued through it. Returns False if it had already ended."""

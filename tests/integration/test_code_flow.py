@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 from joserfc import jwt
+from sqlalchemy import select
 from joserfc.jwk import KeySet
 
+from idp.extensions import db
 from idp.oidc.claims import half_hash
+from idp.storage.models import SessionClient
 from tests.support import query_of, token_request
 
 
@@ -80,6 +83,11 @@ def test_existing_session_gives_code_without_ui_and_same_auth_time(app, rp, user
     claims = _verify(app, browser.exchange(rp, code).json["id_token"])[1]
     assert claims["sub"] == first_claims["sub"] and claims["auth_time"] == first_claims["auth_time"]
     assert claims["sid"] == first_claims["sid"]
+    # The app is linked to the session once, however many codes it exchanges there.
+    with app.app_context():
+        links = db.session.scalars(select(SessionClient).where(SessionClient.session_id == claims["sid"])).all()
+        assert [link.client_id for link in links] == [rp["client_id"]]
+        assert links[0].last_seen_at >= links[0].first_seen_at
 
 
 def test_client_credentials_issues_jwt_access_token(app, svc):
