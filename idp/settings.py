@@ -94,7 +94,7 @@ class Settings:
     password_reset_min_response_ms: int = 500
     # argon2id: RFC 9106 §4's second recommended option (t=3, p=4, m=64 MiB), the one it gives for
     # servers that cannot spare its first option's 2 GiB per hash, and Authelia's default. It is
-    # about 3 × the memory and 7 × the work of OWASP's minimum (m=19 MiB, t=2, p=1): about 0.13 s
+    # about 3 × the memory and 7 × the work of OWASP's minimum (m=19 MiB, t=2, p=1): about 0.1 s
     # per sign-in on two cores, where a person does not notice it and every guess at a stolen hash
     # costs as much. Hashes made with other parameters are rehashed at the next sign-in.
     argon2_time_cost: int = 3
