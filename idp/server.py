@@ -71,7 +71,7 @@ def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
 
     with app.app_context():
         db.engine.dispose()
-    _warm_up_before_fork()
+    _warm_up_before_fork(app)
 
     options = {
         **gunicorn_options(host, port, workers, threads),
@@ -82,9 +82,11 @@ def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
     _Gunicorn(app, options).run()
 
 
-def _warm_up_before_fork() -> None:
+def _warm_up_before_fork(app) -> None:
     """Work every worker would otherwise repeat in its first requests, done once in the master so the
     workers start with it (and share its pages until they write to them)."""
+    # Otherwise the first unknown account a worker checks would take two hashes, not one.
+    app.extensions["idp"].passwords.prepare_timing_equaliser()
     from idp.services.user_agents import describe_user_agent
 
     # Compiles the User-Agent patterns the common browsers reach (about 0.3 s).

@@ -45,10 +45,13 @@ class Passwords:
         except InvalidHashError:
             return True
 
+    def prepare_timing_equaliser(self) -> None:
+        """`idp serve` calls this before its workers start; every other command builds the services
+        without needing it, and one hash with the production parameters costs a tenth of a second."""
+        self._timing_equaliser()
+
     def _timing_equaliser(self) -> str:
-        # Made on first need, not at start-up: every CLI command builds the services, and one hash
-        # with the production parameters costs a tenth of a second. Two threads racing here both
-        # make one; either serves.
+        # Two threads racing here both make one; either serves.
         if self._dummy_hash is None:
             self._dummy_hash = self.hash("timing-equaliser-not-a-password")
         return self._dummy_hash

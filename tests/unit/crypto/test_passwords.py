@@ -149,3 +149,26 @@ def test_no_more_hashes_at_once_than_allowed(at_once):
         call.join(10)
     assert held.most_inside == at_once
     assert sorted(map(str, results)) == sorted(["True"] * 3 + ["$argon2id$held"] * 2)
+
+
+def test_a_prepared_equaliser_makes_unknown_accounts_cost_one_hash_from_the_first():
+    # Made at first need, the first unknown account a process checked would take two hashes (make
+    # the equaliser, then verify against it): once per worker, an unknown address would stand out.
+    passwords = Passwords(1, 1024, 1, 1)
+    calls = []
+    real = passwords._hasher
+
+    class Counting:
+        def hash(self, password):
+            calls.append("hash")
+            return real.hash(password)
+
+        def verify(self, stored, password):
+            calls.append("verify")
+            return real.verify(stored, password)
+
+    passwords._hasher = Counting()
+    passwords.prepare_timing_equaliser()
+    calls.clear()
+    assert passwords.verify(None, PASSWORD) is False
+    assert calls == ["verify"]
