@@ -242,7 +242,7 @@ class Grants:
         self.access_tokens.record(AccessTokenRecord(jti, client.client_id, None, None, None, scope), expires_at)
         return IssuedTokens(token, self._settings.access_token_ttl, scope, None, None, jti)
 
-    def _access_token_expiry(self, now: datetime, session: BrowserSession | None) -> int:
+    def _access_token_expiry(self, now: datetime, session: BrowserSession | SimpleNamespace | None) -> int:
         """Never past the session's idle or absolute limit as it stands now, so a token cannot outlive
         its session even before the sweep ends it (the idle limit only moves later with use)."""
         ends = now + timedelta(seconds=self._settings.access_token_ttl)
@@ -251,8 +251,9 @@ class Grants:
                        session.last_active_at + timedelta(seconds=self._settings.session_idle_ttl))
         return _epoch(ends)
 
-    def _issue(self, family: TokenFamily, client: Client, scope: str, with_refresh: bool, now,
-               session: BrowserSession | None) -> IssuedTokens:
+    def _issue(self, family: TokenFamily | SimpleNamespace, client: Client, scope: str, with_refresh: bool, now,
+               session: BrowserSession | SimpleNamespace | None) -> IssuedTokens:
+        # The code exchange passes the rows it wrote; a refresh, the read-only copies it found.
         expires_at = self._access_token_expiry(now, session)
         jti, token = self._sign_access_token(
             client=client, subject=family.user_id, scope=scope, now=now, expires_at=expires_at, family=family
@@ -272,7 +273,7 @@ class Grants:
         return IssuedTokens(token, max(0, expires_at - _epoch(now)), scope, family.id, refresh, jti)
 
     def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, expires_at: int,
-                           family: TokenFamily | None):
+                           family: TokenFamily | SimpleNamespace | None):
         """RFC 9068 JWT access token; its record in the shared store makes revocation immediate."""
         jti = new_jti(family.id if family is not None else None)
         claims = {
