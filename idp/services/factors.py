@@ -86,15 +86,12 @@ class Factors:
     def verify_totp(self, user: User, code: str, now: float | None = None) -> bool:
         """A code is accepted once: the step must be newer than the last accepted one (atomic update)."""
         code = (code or "").replace(" ", "")
-        for credential in db.session.scalars(select(TotpCredential).where(TotpCredential.user_id == user.id)):
-            step = totp_matching_step(self._sealer.open(credential.sealed_secret), code, now)
+        for credential_id, sealed_secret in db.session.execute(_TOTP_SECRETS, {"user_id": user.id}).all():
+            step = totp_matching_step(self._sealer.open(sealed_secret), code, now)
             if step is None:
                 continue
-            claimed = db.session.execute(
-                update(TotpCredential)
-                .where(TotpCredential.id == credential.id, TotpCredential.last_used_step < step)
-                .values(last_used_step=step, last_used_at=utcnow())
-            ).rowcount
+            claimed = db.session.execute(_CLAIM_TOTP_STEP, {"credential": credential_id, "step": step,
+                                                            "claimed_at": utcnow()}).rowcount
             db.session.commit()
             return bool(claimed)
         return False
@@ -196,4 +193,15 @@ _FACTOR_COUNTS = select(
     _count_of(WebAuthnCredential, WebAuthnCredential.user_id == bindparam("user_id")),
     _count_of(TotpCredential, TotpCredential.user_id == bindparam("user_id")),
     _count_of(RecoveryCode, RecoveryCode.user_id == bindparam("user_id"), RecoveryCode.used_at.is_(None)),
+)
+
+# A TOTP check's two statements, built once for the same reason; the step is claimed with a plain
+# UPDATE on the table (no ORM object of the row is kept to synchronise).
+_TOTP_SECRETS = select(TotpCredential.id, TotpCredential.sealed_secret).where(
+    TotpCredential.user_id == bindparam("user_id"))
+_TOTPS = TotpCredential.__table__
+_CLAIM_TOTP_STEP = (
+    _TOTPS.update()
+    .where(_TOTPS.c.id == bindparam("credential"), _TOTPS.c.last_used_step < bindparam("step"))
+    .values(last_used_step=bindparam("step"), last_used_at=bindparam("claimed_at"))
 )
