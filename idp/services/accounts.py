@@ -12,6 +12,7 @@ from idp.domain.errors import Conflict, DomainError, Throttled
 from idp.extensions import db
 from idp.services import password_policy
 from idp.storage.models import User, utcnow
+from idp.storage.rows import row_by_id
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
 _PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -23,6 +24,7 @@ GENERIC_SIGN_IN_FAILURE = "Incorrect email or password."
 # Built once: composing the statement on each UserInfo request cost as much as running it.
 _PROFILE = select(User.id, User.name, User.email, User.email_verified, User.phone, User.phone_verified,
                   User.updated_at, User.disabled_at, User.locked_at).where(User.id == bindparam("user_id"))
+_USER_BY_EMAIL = select(User).where(User.email == bindparam("email"))
 
 
 def normalise_email(email: str) -> str:
@@ -93,7 +95,7 @@ class Accounts:
         return user
 
     def get(self, user_id: str) -> User | None:
-        return db.session.get(User, user_id)
+        return row_by_id(User, user_id)
 
     def profile(self, user_id: str):
         """The columns UserInfo answers from and `can_sign_in` checks, as a row. Read on a connection
@@ -102,7 +104,7 @@ class Accounts:
             return conn.execute(_PROFILE, {"user_id": user_id}).first()
 
     def find_by_email(self, email: str) -> User | None:
-        return db.session.scalar(select(User).where(User.email == normalise_email(email)))
+        return db.session.execute(_USER_BY_EMAIL, {"email": normalise_email(email)}).scalar_one_or_none()
 
     def can_sign_in(self, user: User | None) -> bool:
         return user is not None and user.disabled_at is None and user.locked_at is None

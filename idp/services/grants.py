@@ -18,6 +18,7 @@ from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
 from idp.services.access_tokens import AccessTokenLedger, AccessTokenRecord, new_jti
 from idp.services.sessions import past_limits
+from idp.storage.rows import row_by_id
 from idp.storage.models import (
     AuthorizationCode,
     BrowserSession,
@@ -206,7 +207,7 @@ class Grants:
         db.session.commit()
         if row.expires_at <= now:
             raise GrantError("code expired")
-        session = db.session.get(BrowserSession, row.session_id)
+        session = row_by_id(BrowserSession, row.session_id)
         if session is None or session.ended_at is not None:
             raise GrantError("the session this code came from has ended")
         return ConsumedCode(row, session)

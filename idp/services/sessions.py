@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from blinker import signal
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
 from idp.storage.models import BrowserSession, SessionClient, TokenFamily, utcnow
+from idp.storage.rows import row_by_id
 
 # Both carry session_id, user_id, reason, actor_type, actor_id. `session_ending` is sent inside the
 # transaction that ends the session, so what its receivers write (the logout outbox, the audit row)
@@ -39,6 +40,8 @@ def past_limits(session: BrowserSession, idle_ttl: int, now: datetime) -> bool:
 
 
 _UPSERTS = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
+# Built once: every page a signed-in browser opens looks its session up.
+_SESSION_BY_TOKEN = select(BrowserSession).where(BrowserSession.token_hash == bindparam("token_hash"))
 
 
 class Sessions:
@@ -96,7 +99,7 @@ class Sessions:
     def from_cookie(self, token: str | None) -> BrowserSession | None:
         if not token or not isinstance(token, str) or len(token) > 100:
             return None
-        session = db.session.scalar(select(BrowserSession).where(BrowserSession.token_hash == sha256_hex(token)))
+        session = db.session.execute(_SESSION_BY_TOKEN, {"token_hash": sha256_hex(token)}).scalar_one_or_none()
         if session is None or session.ended_at is not None:
             return None
         if self.is_expired(session):
@@ -105,7 +108,7 @@ class Sessions:
         return session
 
     def get(self, session_id: str) -> BrowserSession | None:
-        return db.session.get(BrowserSession, session_id)
+        return row_by_id(BrowserSession, session_id)
 
     def is_expired(self, session: BrowserSession, now: datetime | None = None) -> bool:
         return past_limits(session, self._settings.session_idle_ttl, now or utcnow())
