@@ -74,6 +74,7 @@ _CONSUME_REFRESH_TOKEN = (
 _INSERT_REFRESH_TOKEN = _REFRESH_TOKENS.insert()
 _INSERT_TOKEN_FAMILY = TokenFamily.__table__.insert()
 _CODES = AuthorizationCode.__table__
+_INSERT_CODE = _CODES.insert()
 _LINK_CODE_TO_FAMILY = (
     _CODES.update()
     .where(_CODES.c.code_hash == bindparam("exchanged_hash"))
@@ -164,24 +165,12 @@ class Grants:
     ) -> str:
         code = random_token(32)
         now = utcnow()
-        db.session.add(
-            AuthorizationCode(
-                code_hash=sha256_hex(code),
-                client_id=client_id,
-                user_id=user_id,
-                session_id=session_id,
-                redirect_uri=redirect_uri,
-                scope=scope,
-                nonce=nonce,
-                code_challenge=code_challenge,
-                code_challenge_method=code_challenge_method,
-                auth_time=auth_time,
-                acr=acr,
-                amr=list(amr),
-                created_at=now,
-                expires_at=now + timedelta(seconds=self._settings.authorization_code_ttl),
-            )
-        )
+        db.session.execute(_INSERT_CODE, {
+            "code_hash": sha256_hex(code), "client_id": client_id, "user_id": user_id, "session_id": session_id,
+            "redirect_uri": redirect_uri, "scope": scope, "nonce": nonce, "code_challenge": code_challenge,
+            "code_challenge_method": code_challenge_method, "auth_time": auth_time, "acr": acr, "amr": list(amr),
+            "created_at": now, "expires_at": now + timedelta(seconds=self._settings.authorization_code_ttl),
+        })
         db.session.commit()
         return code
 

@@ -40,6 +40,18 @@ def past_limits(session: BrowserSession, idle_ttl: int, now: datetime) -> bool:
 
 
 _UPSERTS = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
+_LINK_UPSERTS: dict[str, object] = {}
+
+
+def _link_upsert(dialect: str):
+    """One statement, not a read then a write: both databases have an upsert of the same form.
+    Built once per database kind."""
+    statement = _LINK_UPSERTS.get(dialect)
+    if statement is None:
+        insert = _UPSERTS[dialect](SessionClient.__table__)
+        statement = _LINK_UPSERTS[dialect] = insert.on_conflict_do_update(
+            index_elements=["session_id", "client_id"], set_={"last_seen_at": insert.excluded.last_seen_at})
+    return statement
 # Built once: every page a signed-in browser opens looks its session up.
 _SESSION_BY_TOKEN = select(BrowserSession).where(BrowserSession.token_hash == bindparam("token_hash"))
 
@@ -141,12 +153,9 @@ class Sessions:
     def add_client(self, session_id: str, client_id: str) -> None:
         """Note that an app received tokens through this session; the caller commits."""
         now = utcnow()
-        # One statement, not a read then a write: both databases have an upsert of the same form.
-        upsert = _UPSERTS[db.session.get_bind().dialect.name](SessionClient).values(
-            session_id=session_id, client_id=client_id, first_seen_at=now, last_seen_at=now)
-        db.session.execute(upsert.on_conflict_do_update(index_elements=[SessionClient.session_id,
-                                                                        SessionClient.client_id],
-                                                        set_={"last_seen_at": now}))
+        db.session.execute(_link_upsert(db.session.get_bind().dialect.name),
+                           {"session_id": session_id, "client_id": client_id, "first_seen_at": now,
+                            "last_seen_at": now})
 
     def end(self, session_id: str, reason: str, actor_type: str = "system", actor_id: str | None = None) -> bool:
         """End a session and revoke every token issued through it. Returns False if it had already ended."""
