@@ -55,16 +55,6 @@ _FIND_REFRESH_TOKEN = (
     .outerjoin(BrowserSession, BrowserSession.id == TokenFamily.session_id)
     .where(RefreshToken.token_hash == bindparam("presented_hash"))
 )
-
-
-def _found_refresh_token(row) -> FoundRefreshToken:
-    parts: dict[str, dict] = {part: {} for part in _FOUND_PARTS}
-    for label, value in row._mapping.items():
-        part, _, attr = label.partition(".")
-        parts[part][attr] = value
-    session = parts["session"]
-    return FoundRefreshToken(SimpleNamespace(**parts["token"]), SimpleNamespace(**parts["family"]),
-                             SimpleNamespace(**session) if session["id"] is not None else None)
 _REFRESH_TOKENS = RefreshToken.__table__
 _CONSUME_REFRESH_TOKEN = (
     _REFRESH_TOKENS.update()
@@ -72,6 +62,8 @@ _CONSUME_REFRESH_TOKEN = (
     .values(used_at=bindparam("consumed_at"))
 )
 _INSERT_REFRESH_TOKEN = _REFRESH_TOKENS.insert()
+
+# The rows a code exchange and an authorization write, as plain statements on their tables.
 _INSERT_TOKEN_FAMILY = TokenFamily.__table__.insert()
 _CODES = AuthorizationCode.__table__
 _INSERT_CODE = _CODES.insert()
@@ -120,6 +112,16 @@ class FoundRefreshToken:
     token: SimpleNamespace
     family: SimpleNamespace
     session: SimpleNamespace | None
+
+
+def _found_refresh_token(row) -> FoundRefreshToken:
+    parts: dict[str, dict] = {part: {} for part in _FOUND_PARTS}
+    for label, value in row._mapping.items():
+        part, _, attr = label.partition(".")
+        parts[part][attr] = value
+    session = parts["session"]
+    return FoundRefreshToken(SimpleNamespace(**parts["token"]), SimpleNamespace(**parts["family"]),
+                             SimpleNamespace(**session) if session["id"] is not None else None)
 
 
 @dataclass(frozen=True)
@@ -249,9 +251,10 @@ class Grants:
                        session.last_active_at + timedelta(seconds=self._settings.session_idle_ttl))
         return _epoch(ends)
 
-    def _issue(self, family: TokenFamily | SimpleNamespace, client: Client, scope: str, with_refresh: bool, now,
+    def _issue(self, family: SimpleNamespace, client: Client, scope: str, with_refresh: bool, now,
                session: BrowserSession | SimpleNamespace | None) -> IssuedTokens:
-        # The code exchange passes the rows it wrote; a refresh, the read-only copies it found.
+        # `family` is the grant as the code exchange wrote it or as the refresh lookup found it;
+        # `session`, the code's ORM row or the lookup's read-only copy.
         expires_at = self._access_token_expiry(now, session)
         jti, token = self._sign_access_token(
             client=client, subject=family.user_id, scope=scope, now=now, expires_at=expires_at, family=family
@@ -271,7 +274,7 @@ class Grants:
         return IssuedTokens(token, max(0, expires_at - _epoch(now)), scope, family.id, refresh, jti)
 
     def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, expires_at: int,
-                           family: TokenFamily | SimpleNamespace | None):
+                           family: SimpleNamespace | None):
         """RFC 9068 JWT access token; its record in the shared store makes revocation immediate."""
         jti = new_jti(family.id if family is not None else None)
         claims = {

@@ -39,6 +39,8 @@ def past_limits(session: BrowserSession, idle_ttl: int, now: datetime) -> bool:
     return now >= session.expires_at or now >= session.last_active_at + timedelta(seconds=idle_ttl)
 
 
+# Built once: every page a signed-in browser opens looks its session up.
+_SESSION_BY_TOKEN = select(BrowserSession).where(BrowserSession.token_hash == bindparam("token_hash"))
 _UPSERTS = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
 _LINK_UPSERTS: dict[str, object] = {}
 
@@ -52,8 +54,6 @@ def _link_upsert(dialect: str):
         statement = _LINK_UPSERTS[dialect] = insert.on_conflict_do_update(
             index_elements=["session_id", "client_id"], set_={"last_seen_at": insert.excluded.last_seen_at})
     return statement
-# Built once: every page a signed-in browser opens looks its session up.
-_SESSION_BY_TOKEN = select(BrowserSession).where(BrowserSession.token_hash == bindparam("token_hash"))
 
 
 class Sessions:
