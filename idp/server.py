@@ -135,9 +135,10 @@ def address_taken(host: str, port: int) -> str | None:
 
 
 def release_large_blocks_to_the_os(threshold: int = 1024 * 1024) -> bool:
-    """Every password check allocates argon2's 19 MiB of memory in the thread serving it. glibc raises
-    its mmap threshold after the first such block is freed, so later ones come from each thread's heap
-    arena and stay in the process: four threads kept about 80 MiB per worker after a few sign-ins.
+    """Every password check allocates argon2's memory (argon2_memory_kib) in the thread serving it.
+    glibc raises its mmap threshold after the first such block is freed, up to 32 MiB, so later blocks
+    below that come from each thread's heap arena and stay in the process: with 19 MiB hashes, four
+    threads kept about 80 MiB per worker after a few sign-ins (the 64 MiB default is above the cap).
     A fixed threshold keeps blocks this large in their own mappings, returned to the OS on free.
     Set before gunicorn forks, so every worker inherits it; a no-op where libc is not glibc."""
     name = ctypes.util.find_library("c")
