@@ -11,9 +11,12 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from joserfc.jws import extract_compact
 
+from idp.crypto import compact
 from idp.crypto.secrets import random_token
 
 SUPPORTED_ALGS = ("ES256", "RS256")
+# The `typ` of every JWT this server writes: ID tokens, access tokens (RFC 9068), logout tokens.
+WRITTEN_TYPES = ("JWT", "at+jwt", "logout+jwt")
 
 
 class InvalidJWT(Exception):
@@ -58,11 +61,18 @@ class KeyRing:
     """The keys in use: one active key per algorithm, plus retired public keys still published."""
 
     def __init__(self, active: list[KeyMaterial], published: list[KeyMaterial]):
-        self._active = {m.alg: _import(m.private_jwk) for m in active}
-        self._active_kid = {m.alg: m.kid for m in active}
+        self._active = {m.alg: (m.kid, _import(m.private_jwk).private_key) for m in active}
+        self._header_to_write = {(m.alg, typ): compact.header_segment(m.alg, m.kid, typ)
+                                 for m in active for typ in WRITTEN_TYPES}
         public = [json.loads(m.public_jwk) for m in published]
         self._verify_set = KeySet.import_key_set({"keys": public}) if public else None
         self.jwks_bytes = json.dumps({"keys": public}, separators=(",", ":")).encode()
+        # The header segments this ring writes, so a token of ours is recognised by its first segment.
+        self._written_headers = {
+            compact.header_segment(m.alg, m.kid, typ): ({"alg": m.alg, "kid": m.kid, "typ": typ},
+                                                        _import(m.public_jwk).public_key)
+            for m in published if m.alg in SUPPORTED_ALGS for typ in WRITTEN_TYPES
+        }
 
     def has(self, alg: str) -> bool:
         return alg in self._active
@@ -70,13 +80,34 @@ class KeyRing:
     def sign(self, claims: dict, alg: str, typ: str = "JWT") -> str:
         if alg not in self._active:
             raise LookupError(f"no active {alg} signing key; run `idp keys rotate`")
-        header = {"alg": alg, "kid": self._active_kid[alg], "typ": typ}
-        return jwt.encode(header, claims, self._active[alg], algorithms=[alg])
+        kid, private_key = self._active[alg]
+        header = self._header_to_write.get((alg, typ)) or compact.header_segment(alg, kid, typ)
+        return compact.sign(alg, private_key, header, claims)
 
     def verify(self, token: str, typ: str | None = None) -> tuple[dict, dict]:
         """Signature check only; the caller decides on expiry and audience."""
         if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16384:
             raise InvalidJWT("not a compact JWS")
+        written = self._written_headers.get(token[:token.index(".")])
+        if written is not None:
+            return self._verify_written(token, typ, *written)
+        return self._verify_any_header(token, typ)
+
+    def _verify_written(self, token: str, typ: str | None, header: dict, public_key) -> tuple[dict, dict]:
+        """A header byte-identical to one this ring writes: its key and algorithm are ours."""
+        if typ is not None and header["typ"].lower() != typ.lower():
+            raise InvalidJWT("wrong token type")
+        try:
+            claims = compact.verified_claims(header["alg"], public_key, token)
+        except compact.MalformedJWS as exc:
+            raise InvalidJWT(str(exc)) from exc
+        if claims is None:
+            raise InvalidJWT("bad signature")
+        return dict(header), claims
+
+    def _verify_any_header(self, token: str, typ: str | None) -> tuple[dict, dict]:
+        """Tokens signed before this ring wrote its own headers, or headers of another shape: the
+        general JOSE path, which takes the key by `kid` and accepts only our algorithms."""
         if self._verify_set is None:
             raise InvalidJWT("no published keys")
         try:

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from joserfc import jws, jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from idp.crypto.keys import InvalidJWT, KeyRing, generate_key
 
@@ -172,3 +172,80 @@ def test_jwks_holds_only_public_parts(ring, es, rs):
         assert not PRIVATE_MEMBERS & key.keys(), key
         assert key["use"] == "sig" and key["alg"] in ("ES256", "RS256")
     assert b'"d"' not in ring.jwks_bytes
+
+
+# -- the compact path for headers the ring writes ------------------------------------------------
+
+
+def _segments(token: str) -> list[str]:
+    return token.split(".")
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_tokens_we_write_verify_with_a_general_jose_library(ring, alg):
+    # Relying apps check our tokens with whatever library they use, against the published JWKS.
+    token = ring.sign(CLAIMS, alg, typ="at+jwt")
+    decoded = jwt.decode(token, KeySet.import_key_set(json.loads(ring.jwks_bytes)), algorithms=[alg])
+    assert decoded.claims == CLAIMS and decoded.header["typ"] == "at+jwt"
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_tokens_written_by_a_general_jose_library_still_verify(ring, es, rs, alg):
+    # Tokens issued before the ring wrote its own headers carry the members in another order.
+    material = es if alg == "ES256" else rs
+    key = (ECKey if alg == "ES256" else RSAKey).import_key(json.loads(material.private_jwk))
+    token = jwt.encode({"typ": "at+jwt", "kid": material.kid, "alg": alg}, CLAIMS, key, algorithms=[alg])
+    assert _segments(token)[0] != _segments(ring.sign(CLAIMS, alg, typ="at+jwt"))[0]
+    assert ring.verify(token, typ="at+jwt")[1] == CLAIMS
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_a_changed_signature_byte_is_refused(ring, alg):
+    header, payload, signature = _segments(ring.sign(CLAIMS, alg))
+    raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
+    for index in (0, len(raw) // 2, len(raw) - 1):
+        changed = bytearray(raw)
+        changed[index] ^= 0x01
+        with pytest.raises(InvalidJWT):
+            ring.verify(".".join([header, payload, _b64(bytes(changed))]))
+
+
+@pytest.mark.parametrize("signature", [
+    "", "AA", _b64(b"\x00" * 64), _b64(b"\x00" * 63), _b64(b"\xff" * 64), _b64(b"\x01" * 65),
+    "A" * 85 + "=", "A" * 86 + "!", "A" * 85,
+])
+def test_malformed_es256_signatures_are_refused(ring, signature):
+    header, payload, _ = _segments(ring.sign(CLAIMS, "ES256"))
+    with pytest.raises(InvalidJWT):
+        ring.verify(".".join([header, payload, signature]))
+
+
+def test_our_header_with_another_keys_signature_is_refused(ring, rs):
+    # Our ES256 header over a payload signed by our own RSA key: the key follows the header, so no mix.
+    es_header = _segments(ring.sign(CLAIMS, "ES256"))[0]
+    _, payload, rs_signature = _segments(ring.sign(CLAIMS, "RS256"))
+    with pytest.raises(InvalidJWT):
+        ring.verify(".".join([es_header, payload, rs_signature]))
+
+
+def test_non_ascii_in_a_token_with_our_header_is_refused(ring):
+    header, payload, signature = _segments(ring.sign(CLAIMS, "ES256"))
+    for token in (f"{header}.{payload}é.{signature}", f"{header}.{payload}.{signature}é"):
+        with pytest.raises(InvalidJWT):
+            ring.verify(token)
+
+
+def test_typ_is_checked_on_the_compact_path(ring):
+    logout = ring.sign(CLAIMS, "ES256", typ="logout+jwt")
+    assert ring.verify(logout, typ="logout+jwt")[0]["typ"] == "logout+jwt"
+    for other in ("at+jwt", "JWT"):
+        with pytest.raises(InvalidJWT, match="type"):
+            ring.verify(logout, typ=other)
+
+
+def test_a_header_of_a_key_no_longer_published_is_refused(es):
+    old = KeyRing(active=[es], published=[es])
+    token = old.sign(CLAIMS, "ES256")
+    fresh = generate_key("ES256")
+    with pytest.raises(InvalidJWT):
+        KeyRing(active=[fresh], published=[fresh]).verify(token)
