@@ -10,6 +10,7 @@ from sqlalchemy import insert, select
 
 from idp.extensions import db
 from idp.storage.models import AuditEvent, new_id, utcnow
+from idp.storage.rows import execute_core
 
 log = logging.getLogger("idp.audit")
 
@@ -34,7 +35,7 @@ class Audit:
         actor_id = actor_id if actor_id is not None else (user_id if actor_type == "user" else None)
         # A plain INSERT built once: every sign-in writes one, and the ORM's unit of work cost more
         # than the statement. It runs in the caller's transaction, as the ORM row did.
-        db.session.execute(_INSERT_AUDIT_EVENT, {
+        execute_core(_INSERT_AUDIT_EVENT, {
             "id": new_id(), "occurred_at": utcnow(), "event": event, "user_id": user_id,
             "actor_type": actor_type, "actor_id": actor_id, "session_id": session_id, "client_id": client_id,
             "ip": ip, "user_agent": (user_agent or "")[:1000] or None, "details": details,

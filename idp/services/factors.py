@@ -23,6 +23,7 @@ from idp.crypto.secrets import constant_time_equal, keyed_hash, random_token
 from idp.domain.errors import DomainError, ServiceUnavailable, Throttled
 from idp.extensions import db
 from idp.storage.models import RecoveryCode, TotpCredential, User, WebAuthnCredential, utcnow
+from idp.storage.rows import execute_core
 
 RECOVERY_CODE_COUNT = 10
 
@@ -39,7 +40,7 @@ class Factors:
     def methods(self, user: User) -> list[str]:
         """Second-factor methods the user can use now, strongest first."""
         # One round trip for the three counts: every step of a sign-in asks this.
-        webauthn, totp, recovery = db.session.execute(_FACTOR_COUNTS, {"user_id": user.id}).one()
+        webauthn, totp, recovery = execute_core(_FACTOR_COUNTS, {"user_id": user.id}).one()
         methods = []
         if webauthn:
             methods.append("webauthn")
@@ -86,12 +87,12 @@ class Factors:
     def verify_totp(self, user: User, code: str, now: float | None = None) -> bool:
         """A code is accepted once: the step must be newer than the last accepted one (atomic update)."""
         code = (code or "").replace(" ", "")
-        for credential_id, sealed_secret in db.session.execute(_TOTP_SECRETS, {"user_id": user.id}).all():
+        for credential_id, sealed_secret in execute_core(_TOTP_SECRETS, {"user_id": user.id}).all():
             step = totp_matching_step(self._sealer.open(sealed_secret), code, now)
             if step is None:
                 continue
-            claimed = db.session.execute(_CLAIM_TOTP_STEP, {"credential": credential_id, "step": step,
-                                                            "claimed_at": utcnow()}).rowcount
+            claimed = execute_core(_CLAIM_TOTP_STEP, {"credential": credential_id, "step": step,
+                                                      "claimed_at": utcnow()}).rowcount
             db.session.commit()
             return bool(claimed)
         return False

@@ -18,7 +18,7 @@ from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
 from idp.services.access_tokens import AccessTokenLedger, AccessTokenRecord, new_jti
 from idp.services.sessions import past_limits
-from idp.storage.rows import row_by_id
+from idp.storage.rows import execute_core, row_by_id
 from idp.storage.models import (
     AuthorizationCode,
     BrowserSession,
@@ -47,10 +47,17 @@ _CONSUME_CODE = (
 # The refresh grant's three statements, built once for the same reason: building them and their
 # cache keys was a third of a rotation's Python time. The writes are Core statements on the table,
 # which skip the ORM's bulk-statement machinery (no objects of these rows are loaded to update).
-_FOUND_PARTS = {"token": RefreshToken, "family": TokenFamily, "session": BrowserSession}
+# Only the columns rotation, introspection and revocation read: each column returned costs the
+# driver and the result a description entry and a conversion on every refresh.
+_FOUND_PARTS = {
+    "token": (RefreshToken, ("token_hash", "created_at", "expires_at", "used_at")),
+    "family": (TokenFamily, ("id", "client_id", "user_id", "session_id", "scope", "auth_time", "acr",
+                             "expires_at", "revoked_at")),
+    "session": (BrowserSession, ("id", "ended_at", "expires_at", "last_active_at")),
+}
 _FIND_REFRESH_TOKEN = (
-    select(*(getattr(model, attr.key).label(f"{part}.{attr.key}")
-             for part, model in _FOUND_PARTS.items() for attr in model.__mapper__.column_attrs))
+    select(*(getattr(model, name).label(f"{part}.{name}")
+             for part, (model, names) in _FOUND_PARTS.items() for name in names))
     .join_from(RefreshToken, TokenFamily, TokenFamily.id == RefreshToken.family_id)
     .outerjoin(BrowserSession, BrowserSession.id == TokenFamily.session_id)
     .where(RefreshToken.token_hash == bindparam("presented_hash"))
@@ -106,8 +113,9 @@ class ConsumedCode:
 class FoundRefreshToken:
     """A refresh token with its grant and the session the grant came from, read in one query.
 
-    Read-only copies of the three rows (the mapped attribute names, not ORM objects): nothing
-    changes them in place, and loading three ORM objects per refresh cost more than the query."""
+    Read-only copies of the columns of the three rows that _FOUND_PARTS names (under the mapped
+    attribute names, not ORM objects): nothing changes them in place, and loading three ORM objects
+    per refresh cost more than the query."""
 
     token: SimpleNamespace
     family: SimpleNamespace
@@ -167,7 +175,7 @@ class Grants:
     ) -> str:
         code = random_token(32)
         now = utcnow()
-        db.session.execute(_INSERT_CODE, {
+        execute_core(_INSERT_CODE, {
             "code_hash": sha256_hex(code), "client_id": client_id, "user_id": user_id, "session_id": session_id,
             "redirect_uri": redirect_uri, "scope": scope, "nonce": nonce, "code_challenge": code_challenge,
             "code_challenge_method": code_challenge_method, "auth_time": auth_time, "acr": acr, "amr": list(amr),
@@ -226,8 +234,8 @@ class Grants:
         )
         # Plain statements built once, as for the refresh grant: the ORM's unit of work (add, flush)
         # cost more than the INSERT itself.
-        db.session.execute(_INSERT_TOKEN_FAMILY, vars(family))
-        db.session.execute(_LINK_CODE_TO_FAMILY, {"exchanged_hash": code.code_hash, "issued_family": family.id})
+        execute_core(_INSERT_TOKEN_FAMILY, vars(family))
+        execute_core(_LINK_CODE_TO_FAMILY, {"exchanged_hash": code.code_hash, "issued_family": family.id})
         issued = self._issue(family, client, code.scope, with_refresh, now, session)
         db.session.commit()
         return issued
@@ -268,9 +276,8 @@ class Grants:
             refresh = random_token(32)
             idle_expiry = now + timedelta(seconds=self._settings.refresh_token_idle_ttl)
             # A plain INSERT: the ORM's unit of work costs more than the statement on this hot path.
-            db.session.execute(_INSERT_REFRESH_TOKEN, {"token_hash": sha256_hex(refresh), "family_id": family.id,
-                                                       "created_at": now,
-                                                       "expires_at": min(idle_expiry, family.expires_at)})
+            execute_core(_INSERT_REFRESH_TOKEN, {"token_hash": sha256_hex(refresh), "family_id": family.id,
+                                                 "created_at": now, "expires_at": min(idle_expiry, family.expires_at)})
         return IssuedTokens(token, max(0, expires_at - _epoch(now)), scope, family.id, refresh, jti)
 
     def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, expires_at: int,
@@ -302,7 +309,7 @@ class Grants:
     def find_refresh_token(self, token: str) -> FoundRefreshToken | None:
         if not isinstance(token, str) or not token or len(token) > 200:
             return None
-        row = db.session.execute(_FIND_REFRESH_TOKEN, {"presented_hash": sha256_hex(token)}).first()
+        row = execute_core(_FIND_REFRESH_TOKEN, {"presented_hash": sha256_hex(token)}).first()
         return _found_refresh_token(row) if row is not None else None
 
     def refresh_token_usable(self, found: FoundRefreshToken, now=None) -> bool:
@@ -331,8 +338,8 @@ class Grants:
         now = utcnow()
         if rt.used_at is None and not self._refresh_chain_alive(found, now):
             raise GrantError("refresh token expired or revoked")
-        consumed = db.session.execute(_CONSUME_REFRESH_TOKEN, {"presented_hash": rt.token_hash,
-                                                              "consumed_at": now}).rowcount
+        consumed = execute_core(_CONSUME_REFRESH_TOKEN, {"presented_hash": rt.token_hash,
+                                                        "consumed_at": now}).rowcount
         if not consumed:
             self.revoke_family(family.id, "refresh_token_reused")
             db.session.commit()

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
 from idp.storage.models import BrowserSession, SessionClient, TokenFamily, utcnow
-from idp.storage.rows import row_by_id
+from idp.storage.rows import execute_core, row_by_id
 
 # Both carry session_id, user_id, reason, actor_type, actor_id. `session_ending` is sent inside the
 # transaction that ends the session, so what its receivers write (the logout outbox, the audit row)
@@ -153,9 +153,8 @@ class Sessions:
     def add_client(self, session_id: str, client_id: str) -> None:
         """Note that an app received tokens through this session; the caller commits."""
         now = utcnow()
-        db.session.execute(_link_upsert(db.session.get_bind().dialect.name),
-                           {"session_id": session_id, "client_id": client_id, "first_seen_at": now,
-                            "last_seen_at": now})
+        execute_core(_link_upsert(db.session.get_bind().dialect.name),
+                     {"session_id": session_id, "client_id": client_id, "first_seen_at": now, "last_seen_at": now})
 
     def end(self, session_id: str, reason: str, actor_type: str = "system", actor_id: str | None = None) -> bool:
         """End a session and revoke every token issued through it. Returns False if it had already ended."""
