@@ -462,19 +462,24 @@ def _verify_loop(seconds: float) -> tuple[int, float, float]:
     return count, time.monotonic() - started, time.process_time() - cpu_started
 
 
+def argon2_parallel_rate(seconds: float, processes: int) -> float:
+    """argon2id verify/s with idp.settings defaults, `processes` processes in parallel."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes) as pool:
+        runs = list(pool.map(_verify_loop, [seconds] * processes))
+    return sum(n / w for n, w, _ in runs)
+
+
 def argon2_rate(seconds: float, processes: int) -> dict:
     """argon2id verify/s with idp.settings defaults: one process in-process (with p > 1 its lanes
     run on several cores), then `processes` processes in parallel."""
-    from concurrent.futures import ProcessPoolExecutor
-
     from idp.settings import Settings
 
     s = Settings()
     count, wall, cpu = _verify_loop(seconds)
     single = count / wall
-    with ProcessPoolExecutor(processes) as pool:
-        runs = list(pool.map(_verify_loop, [seconds] * processes))
-    parallel = sum(n / w for n, w, _ in runs)
+    parallel = argon2_parallel_rate(seconds, processes)
     return {"time_cost": s.argon2_time_cost, "memory_kib": s.argon2_memory_kib,
             "parallelism": s.argon2_parallelism, "verify_per_s_one_process": round(single, 1),
             "verify_per_s_parallel": round(parallel, 1), "parallel_processes": processes,
@@ -804,8 +809,10 @@ def print_table(results: dict) -> None:
               f"{t['users']} users): {t['sessions_per_s']:.1f} sessions/s over {t['sessions']} sessions in "
               f"{t['window_s']:.1f} s, p50 {t['p50_ms']:.0f} ms / p99 {t['p99_ms']:.0f} ms, errors {t['errors']}"
               f"{' ' + str(t['error_detail']) if t['errors'] else ''}; "
-              f"{t['ratio_to_argon2_parallel']:.2f} × parallel argon2 rate (target ≥ 0.8)"
-              + (f"; median of runs at {t['runs_sessions_per_s']} sessions/s" if "runs_sessions_per_s" in t else ""))
+              f"{t['ratio_to_argon2_parallel']:.2f} × the parallel argon2 rate measured right after it "
+              f"({t['argon2_adjacent_verify_per_s']}/s; target ≥ 0.8)"
+              + (f"; median of runs at {t['runs_ratio_to_argon2_parallel']} × ({t['runs_sessions_per_s']} sessions/s)"
+                 if "runs_sessions_per_s" in t else ""))
         print(f"  CPU seconds in those {t['cpu_window_s']:.1f} s: load client {cpu['load_client']} "
               f"({t['client_processes']} processes), idp workers {cpu['idp workers']}, PostgreSQL {cpu['postgres']}, "
               f"Redis {cpu['redis-server']}; waits for a new TOTP step: {t['step_waits']}")
@@ -970,13 +977,21 @@ def main(argv=None) -> int:
         signin_runs = []
         for n in range(args.repeat):
             log(f"sign-in with TOTP ({n + 1}/{args.repeat}): {concurrency} at a time for {args.duration:g} s "
-                f"({args.signin_processes} client processes)")
-            signin_runs.append(signin_with_totp(urls, deployment.issuer, rp,
-                                                totp_users[n * users_per_run:(n + 1) * users_per_run], args.duration,
-                                                concurrency, args.signin_processes, idp, workdir))
-        # As for the wrk scenarios: the run with the median rate stands for the scenario.
-        median = sorted(signin_runs, key=lambda run: run["sessions_per_s"])[(len(signin_runs) - 1) // 2]
-        results["signin_totp"] = ({**median, "runs_sessions_per_s": [run["sessions_per_s"] for run in signin_runs]}
+                f"({args.signin_processes} client processes), then the argon2 rate beside it")
+            run = signin_with_totp(urls, deployment.issuer, rp, totp_users[n * users_per_run:(n + 1) * users_per_run],
+                                   args.duration, concurrency, args.signin_processes, idp, workdir)
+            # The ceiling is measured right after each run, idp idle: on this shared VM the argon2 rate
+            # itself moves by a tenth over minutes, and a reference taken at the end of the whole run
+            # judged every sign-in run against another minute's machine.
+            adjacent = argon2_parallel_rate(min(6.0, args.duration), max(1, os.cpu_count() or 1))
+            run["argon2_adjacent_verify_per_s"] = round(adjacent, 1)
+            run["ratio_to_argon2_parallel"] = round(run["sessions_per_s"] / adjacent, 4) if adjacent else None
+            signin_runs.append(run)
+        # As for the wrk scenarios: the run with the median ratio stands for the scenario.
+        median = sorted(signin_runs, key=lambda run: run["ratio_to_argon2_parallel"] or 0)[(len(signin_runs) - 1) // 2]
+        results["signin_totp"] = ({**median, "runs_sessions_per_s": [run["sessions_per_s"] for run in signin_runs],
+                                   "runs_ratio_to_argon2_parallel": [run["ratio_to_argon2_parallel"]
+                                                                     for run in signin_runs]}
                                   if len(signin_runs) > 1 else median)
         idp.stop()
 
@@ -1026,9 +1041,8 @@ def main(argv=None) -> int:
             peer_rps = peer_scenarios.get(name, {}).get("rps")
             r["ratio_to_peer"] = round(r["rps"] / peer_rps, 4) if peer_rps else None
         argon2_parallel = results["reference"]["argon2"]["verify_per_s_parallel"]
-        for key in ("signin_totp", "signin_premint"):
-            results[key]["ratio_to_argon2_parallel"] = (
-                round(results[key]["sessions_per_s"] / argon2_parallel, 4) if argon2_parallel else None)
+        results["signin_premint"]["ratio_to_argon2_parallel"] = (
+            round(results["signin_premint"]["sessions_per_s"] / argon2_parallel, 4) if argon2_parallel else None)
         results["machine"]["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
         write_results(results, f"{stamp}.json")
         print_table(results)
