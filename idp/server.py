@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import socket
 
@@ -91,6 +92,18 @@ def _warm_up_before_fork(app) -> None:
 
     # Compiles the User-Agent patterns the common browsers reach (about 0.3 s).
     describe_user_agent("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36")
+    freeze_startup_objects()
+
+
+def freeze_startup_objects() -> int:
+    """Leave the objects built at start-up (modules, the app, its statements, about 156,000 of
+    them) out of every later garbage collection: they live as long as the process. Each full
+    collection in a worker walked them all again, about 25 µs per request averaged over a token
+    endpoint's load, and touching them unshared the pages the workers inherit from the master.
+    Returns how many were frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict:

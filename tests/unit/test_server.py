@@ -65,3 +65,22 @@ def test_address_taken_sees_plain_and_shared_listeners_but_not_a_free_port():
         with listener(reuse_port) as port:
             assert address_taken("127.0.0.1", port)
     assert address_taken("127.0.0.1", port) is None  # closed again
+
+
+def test_objects_built_before_the_fork_are_left_out_of_later_collections():
+    import gc
+
+    from idp.server import freeze_startup_objects
+
+    class Statement:
+        pass
+
+    built_at_start = Statement()
+    assert gc.is_tracked(built_at_start)
+    try:
+        assert freeze_startup_objects() > 0
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is built_at_start for obj in gc.get_objects())  # frozen objects are not tracked
+    finally:
+        gc.unfreeze()
+    assert any(obj is built_at_start for obj in gc.get_objects())
