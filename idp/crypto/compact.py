@@ -2,9 +2,10 @@
 
 Every access token is signed once and verified on each UserInfo and introspection call; a general
 JOSE library parses the header twice and walks its registries on each of those. Here the header is a
-prepared segment per key and token type, and verification only accepts a header byte-identical to one
-the key ring writes: the algorithm comes from our own key, never from the token, so `alg: none`,
-HMAC-with-the-public-key and every other header trick cannot reach this path.
+prepared segment per key and token type, and the key ring sends a token down this path only when its
+header is byte-identical to one the ring writes: the algorithm comes from our own key, never from the
+token, so `alg: none`, HMAC-with-the-public-key and every other header trick cannot reach it (any
+other header goes through joserfc, see KeyRing.verify).
 """
 
 from __future__ import annotations
