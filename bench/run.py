@@ -380,13 +380,20 @@ def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int 
     }
 
 
+def median_run(runs: list[dict], key: str, kept: tuple[str, ...]) -> dict:
+    """The run with the median `key` stands for the scenario; with several runs, each one's `kept`
+    figures stay beside it as `runs_<name>`."""
+    median = sorted(runs, key=lambda run: run[key] or 0)[(len(runs) - 1) // 2]
+    if len(runs) == 1:
+        return median
+    return {**median, **{f"runs_{name}": [run[name] for run in runs] for name in kept}}
+
+
 def measure(url: str, script: str, args, envs: list[dict]) -> dict:
     """One wrk run per env (`--repeat` of them); the run with the median req/s stands for the scenario,
     and every run's req/s is kept: on a shared 2-CPU machine a single 10-second run can catch a burst
     of somebody else's work."""
-    runs = [run_wrk(url, script, args, env) for env in envs]
-    median = sorted(runs, key=lambda run: run["rps"])[(len(runs) - 1) // 2]
-    return {**median, "runs_rps": [run["rps"] for run in runs]} if len(runs) > 1 else median
+    return median_run([run_wrk(url, script, args, env) for env in envs], "rps", ("rps",))
 
 
 def endpoints(issuer: str) -> dict:
@@ -988,11 +995,8 @@ def main(argv=None) -> int:
             run["ratio_to_argon2_parallel"] = round(run["sessions_per_s"] / adjacent, 4) if adjacent else None
             signin_runs.append(run)
         # As for the wrk scenarios: the run with the median ratio stands for the scenario.
-        median = sorted(signin_runs, key=lambda run: run["ratio_to_argon2_parallel"] or 0)[(len(signin_runs) - 1) // 2]
-        results["signin_totp"] = ({**median, "runs_sessions_per_s": [run["sessions_per_s"] for run in signin_runs],
-                                   "runs_ratio_to_argon2_parallel": [run["ratio_to_argon2_parallel"]
-                                                                     for run in signin_runs]}
-                                  if len(signin_runs) > 1 else median)
+        results["signin_totp"] = median_run(signin_runs, "ratio_to_argon2_parallel",
+                                            ("sessions_per_s", "ratio_to_argon2_parallel"))
         idp.stop()
 
         ref_port = free_port()
