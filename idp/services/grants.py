@@ -18,7 +18,6 @@ from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
 from idp.services.access_tokens import AccessTokenLedger, AccessTokenRecord, new_jti
 from idp.services.sessions import past_limits
-from idp.storage.rows import execute_core, row_by_id
 from idp.storage.models import (
     AuthorizationCode,
     BrowserSession,
@@ -28,6 +27,7 @@ from idp.storage.models import (
     new_id,
     utcnow,
 )
+from idp.storage.rows import execute_core, row_by_id
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 

@@ -1,4 +1,4 @@
-"""Rows by primary key on the request's database session, for the lookups every request makes."""
+"""The request's database session on the hot paths: rows by primary key, and plain statements."""
 
 from __future__ import annotations
 
