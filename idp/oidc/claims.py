@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
+from idp.crypto.compact import b64url
 from idp.storage.models import User
 
 SCOPE_CLAIMS = {
@@ -21,7 +21,7 @@ CLAIMS_SUPPORTED = (
 def half_hash(value: str, alg: str) -> str:
     """at_hash (OIDC Core §3.1.3.6): left half of the hash matching the signing algorithm's size."""
     digest = hashlib.sha256(value.encode("ascii")).digest()  # ES256 and RS256 both use SHA-256
-    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+    return b64url(digest[: len(digest) // 2])
 
 
 def user_claims(user: User, scopes: set[str]) -> dict:
