@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from joserfc import jwt
-from sqlalchemy import select
 from joserfc.jwk import KeySet
+from sqlalchemy import select
 
 from idp.extensions import db
 from idp.oidc.claims import half_hash
