@@ -71,7 +71,8 @@ def test_cluster_store_reads_writes_and_deletes_keys_of_many_slots_at_once(redis
 def test_unreachable_sentinel_or_cluster_fails_closed(url):
     store = RedisStore(url(), _prefix())  # nothing connects yet: a process starts without Redis
     for call in (lambda: store.get("k"), lambda: store.set("k", "v", 10), lambda: store.get_many("a", "b"),
-                 lambda: store.incr("k", 10), lambda: store.delete("a", "b")):
+                 lambda: store.incr("k", 10), lambda: store.delete("a", "b"),
+                 lambda: store.set_and_get("k", "v", 10, "other")):
         with pytest.raises(StoreUnavailable):
             call()
     assert store.ping() is False

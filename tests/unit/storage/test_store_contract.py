@@ -125,6 +125,19 @@ def test_set_many_sets_every_key_with_the_same_window(h):
     h.store.set_many({}, 30)
 
 
+def test_set_and_get_writes_one_key_and_reads_another(h):
+    h.store.set("generation", "g1", 60)
+    assert h.store.set_and_get("record", "r1", 30, "generation") == "g1"
+    assert h.store.get("record") == "r1" and 29 <= h.store.ttl("record") <= 30
+    assert h.store.set_and_get("record", "r2", 30, "missing") is None
+    assert h.store.get("record") == "r2"
+    # Keys of other slots in a cluster, and the key just written, read back in the same call.
+    assert h.store.set_and_get("elsewhere", "x", 30, "elsewhere") == "x"
+    with pytest.raises(ValueError):
+        h.store.set_and_get("record", "r3", 0, "generation")
+    assert h.store.get("record") == "r2"
+
+
 def test_ttl_reports_the_remaining_seconds(h):
     h.store.set("k", "v", 100)
     assert 99 <= h.store.ttl("k") <= 100
