@@ -121,16 +121,16 @@ def _ping_idle_connections(app: Flask) -> None:
 
 def _register_rooms(app: Flask, settings: Settings) -> None:
     from idp import account, admin, api, login
-    from idp.oidc import logout, metadata, token_views, views  # noqa: F401  (routes)
+    from idp.oidc import logout, metadata, views  # noqa: F401  (routes)
     from idp.oidc.backchannel import init_backchannel
     from idp.services.audit import record_session_end, record_sessions_end
     from idp.services.grants import end_access_tokens_of_session, end_access_tokens_of_sessions
     from idp.services.sessions import session_ending, sessions_ending
     from idp.oidc.blueprint import bp as oidc_bp
-    from idp.oidc.server import create_server
+    from idp.oidc.token_endpoints import TokenEndpoints
     from idp.web import errors, headers
 
-    app.extensions["idp_oauth"] = create_server(app)
+    app.wsgi_app = TokenEndpoints(app.wsgi_app, app, app.extensions["idp"])
     metadata.init_metadata(app, settings)
     init_backchannel(app)
     session_ending.connect(record_session_end)

@@ -62,16 +62,26 @@ class AccessTokenLedger:
     def _marker_ttl(self) -> int:
         return self._settings.access_token_ttl + _MARKER_MARGIN_SECONDS
 
-    def record(self, token: AccessTokenRecord, expires_at: int) -> None:
+    def record(self, token: AccessTokenRecord, expires_at: int, also_read: str | None = None) -> str | None:
+        """Write the token's record; with `also_read`, return that key's value, read in the same round
+        trip (the token endpoint confirms the client generation it authenticated under this way)."""
         lifetime = expires_at - int(time.time())
         if lifetime <= 0:
-            return
+            return self._store.get(also_read) if also_read else None
         body = {"c": token.client_id, "u": token.user_id, "s": token.session_id, "f": token.family_id,
                 "scope": token.scope}
-        self._store.set(f"at:{token.jti}", json.dumps(body, separators=(",", ":")), lifetime)
+        value = json.dumps(body, separators=(",", ":"))
+        if also_read:
+            return self._store.set_and_get(f"at:{token.jti}", value, lifetime, also_read)
+        self._store.set(f"at:{token.jti}", value, lifetime)
+        return None
 
     def find(self, claims: dict) -> AccessTokenRecord | None:
-        """The record of an unrevoked token whose grant, session and client still stand; None otherwise.
+        """The record of an unrevoked token whose grant, session and client still stand; None otherwise."""
+        return self.find_and_read(claims)[0]
+
+    def find_and_read(self, claims: dict, also_read: str | None = None) -> tuple[AccessTokenRecord | None, str | None]:
+        """`find`, and the value of `also_read` from the same round trip.
 
         `claims` are those of a verified token, so its client, session and grant (named in the jti,
         see `new_jti`) are read from them and one round trip answers for all four keys."""
@@ -82,14 +92,18 @@ class AccessTokenLedger:
             keys.append(f"at-session-ended:{claims['sid']}")
         if family_id:
             keys.append(f"at-family-revoked:{family_id}")
-        raw, *markers = self._store.get_many(*keys)
+        if also_read:
+            keys.append(also_read)
+        values = self._store.get_many(*keys)
+        extra = values.pop() if also_read else None
+        raw, *markers = values
         if raw is None or any(marker is not None for marker in markers):
-            return None
+            return None, extra
         body = json.loads(raw)
         # The signed claims and the record must agree, or this is not the token that was recorded.
         if body["f"] != family_id or (body["s"] and body["s"] != claims.get("sid")):
-            return None
-        return AccessTokenRecord(jti, body["c"], body["u"], body["s"], body["f"], body["scope"])
+            return None, extra
+        return AccessTokenRecord(jti, body["c"], body["u"], body["s"], body["f"], body["scope"]), extra
 
     def revoke(self, jti: str) -> None:
         self._store.delete(f"at:{jti}")

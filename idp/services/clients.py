@@ -93,6 +93,10 @@ def _as_list(values, what: str) -> list:
     return list(values or ())
 
 
+def _plausible_id(client_id) -> bool:
+    return bool(client_id) and isinstance(client_id, str) and len(client_id) <= 64
+
+
 class ClientSnapshot(SimpleNamespace):
     """A client's registered fields, detached from any database session so threads can share it."""
 
@@ -268,19 +272,21 @@ class Clients:
         return client
 
     def get(self, client_id: str | None) -> Client | None:
-        if not client_id or not isinstance(client_id, str) or len(client_id) > 64:
+        if not _plausible_id(client_id):
             return None
         return db.session.get(Client, client_id)
 
-    def snapshot(self, client_id: str | None) -> ClientSnapshot | None:
-        """The client as registered, for the token, revocation and introspection endpoints.
+    def snapshot(self, client_id: str | None, generation: str | None = None) -> ClientSnapshot | None:
+        """The client as registered, for the authorization and token endpoints.
 
         Read from the database once per process and change: every instance sees an update, a secret
         rotation or a deletion on its next request, because the check of the generation in the shared
-        store (one round trip) comes before any copy is used."""
-        if not client_id or not isinstance(client_id, str) or len(client_id) > 64:
+        store (one round trip) comes before any copy is used. A caller that has just read the
+        generation passes it in."""
+        if not _plausible_id(client_id):
             return None
-        generation = self._generation()
+        if generation is None:
+            generation = self.generation()
         copy = self._copies.get(client_id)
         if copy is not None and copy[0] == generation:
             return copy[1]
@@ -294,7 +300,13 @@ class Clients:
             self._copies[client_id] = (generation, snapshot)
         return snapshot
 
-    def _generation(self) -> str:
+    def copy(self, client_id: str | None) -> tuple[str, ClientSnapshot] | None:
+        """This process's copy of the client and the generation it was made under, without asking the
+        store: whoever uses it must read GENERATION_KEY before answering and find the same value (the
+        token endpoint does so in the round trip it makes anyway, see idp.oidc.token_endpoints)."""
+        return self._copies.get(client_id) if _plausible_id(client_id) else None
+
+    def generation(self) -> str:
         generation = self._store.get(GENERATION_KEY)
         if generation is None:
             # First use, or the store was emptied: start a generation no copy was made under.

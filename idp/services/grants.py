@@ -17,6 +17,7 @@ from idp.crypto.keys import InvalidJWT
 from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
 from idp.services.access_tokens import AccessTokenLedger, AccessTokenRecord, new_jti
+from idp.services.clients import GENERATION_KEY
 from idp.services.sessions import past_limits
 from idp.storage.models import (
     AuthorizationCode,
@@ -240,15 +241,27 @@ class Grants:
         db.session.commit()
         return issued
 
-    def issue_client_credentials(self, client: Client, scope: str) -> IssuedTokens:
-        """No database write: the token's record in the shared store is all a revocation needs."""
+    def issue_client_credentials(self, client: Client, scope: str, confirm_client=None) -> IssuedTokens:
+        """No database write: the token's record in the shared store is all a revocation needs.
+
+        `confirm_client(generation)`, when given, is called with the client generation read in the
+        same round trip as the record, before the token is returned (see `_record`)."""
         now = utcnow()
         expires_at = _epoch(now) + self._settings.access_token_ttl
         jti, token = self._sign_access_token(
             client=client, subject=client.client_id, scope=scope, now=now, expires_at=expires_at, family=None
         )
-        self.access_tokens.record(AccessTokenRecord(jti, client.client_id, None, None, None, scope), expires_at)
+        self._record(AccessTokenRecord(jti, client.client_id, None, None, None, scope), expires_at, confirm_client)
         return IssuedTokens(token, self._settings.access_token_ttl, scope, None, None, jti)
+
+    def _record(self, record: AccessTokenRecord, expires_at: int, confirm_client) -> None:
+        """The token's record in the shared store. A client authenticated from this process's copy is
+        confirmed by the generation read in that same round trip: `confirm_client` raises when the
+        copy is stale, and the token, recorded but never handed out, expires unused."""
+        if confirm_client is None:
+            self.access_tokens.record(record, expires_at)
+        else:
+            confirm_client(self.access_tokens.record(record, expires_at, also_read=GENERATION_KEY))
 
     def _access_token_expiry(self, now: datetime, session: BrowserSession | SimpleNamespace | None) -> int:
         """Never past the session's idle or absolute limit as it stands now, so a token cannot outlive
@@ -260,7 +273,7 @@ class Grants:
         return _epoch(ends)
 
     def _issue(self, family: SimpleNamespace, client: Client, scope: str, with_refresh: bool, now,
-               session: BrowserSession | SimpleNamespace | None) -> IssuedTokens:
+               session: BrowserSession | SimpleNamespace | None, confirm_client=None) -> IssuedTokens:
         # `family` is the grant as the code exchange wrote it or as the refresh lookup found it;
         # `session`, the code's ORM row or the lookup's read-only copy.
         expires_at = self._access_token_expiry(now, session)
@@ -268,9 +281,8 @@ class Grants:
             client=client, subject=family.user_id, scope=scope, now=now, expires_at=expires_at, family=family
         )
         # Recorded before the caller commits: if the commit fails, the token never reaches the app.
-        self.access_tokens.record(
-            AccessTokenRecord(jti, client.client_id, family.user_id, family.session_id, family.id, scope), expires_at
-        )
+        self._record(AccessTokenRecord(jti, client.client_id, family.user_id, family.session_id, family.id, scope),
+                     expires_at, confirm_client)
         refresh = None
         if with_refresh:
             refresh = random_token(32)
@@ -328,10 +340,11 @@ class Grants:
         return session.ended_at is None and not past_limits(session, self._settings.session_idle_ttl, now)
 
     def rotate_refresh_token(self, found: FoundRefreshToken, client: Client, scope: str | None,
-                             touch_session=None) -> IssuedTokens:
+                             touch_session=None, confirm_client=None) -> IssuedTokens:
         """Consume the refresh token and issue a new pair; a reused token revokes its whole family.
 
-        `touch_session(session_id)` records the session's activity in the same transaction."""
+        `touch_session(session_id)` records the session's activity in the same transaction;
+        `confirm_client` is called as for `issue_client_credentials`, before anything is committed."""
         rt, family = found.token, found.family
         if family.client_id != client.client_id:
             raise GrantError("refresh token of another client")
@@ -344,7 +357,7 @@ class Grants:
             self.revoke_family(family.id, "refresh_token_reused")
             db.session.commit()
             raise GrantError("refresh token already used", replay=True)
-        issued = self._issue(family, client, scope or family.scope, True, now, found.session)
+        issued = self._issue(family, client, scope or family.scope, True, now, found.session, confirm_client)
         session = found.session
         # Only when the recorded activity is older than the touch interval: most refreshes write nothing more.
         if (touch_session is not None and session is not None

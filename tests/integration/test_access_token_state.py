@@ -93,6 +93,50 @@ def test_a_client_deleted_on_one_instance_loses_its_tokens_on_the_other(two_inst
     assert introspect(first.test_client(), observer, token).json == {"active": False}
 
 
+def test_a_grant_type_added_on_one_instance_is_usable_on_the_other_at_once(two_instances):
+    # The refusal comes from the first instance's copy; it must be checked against the generation
+    # before it is answered, or the app would be refused on old terms until the copy is renewed.
+    first, second = two_instances
+    rp = _app_client(first)
+    refused = _cc_token(first, rp)
+    assert refused.status_code == 400 and refused.json["error"] == "unauthorized_client"
+    with second.app_context():
+        services_of(second).clients.update(rp["client_id"], grant_types=["authorization_code", "refresh_token",
+                                                                          "client_credentials"])
+    assert _cc_token(first, rp).status_code == 200
+
+
+def test_a_refresh_answered_from_a_stale_copy_runs_again_and_rotates_once(two_instances):
+    first, second = two_instances
+    rp = _app_client(first)
+    _user(first)
+    tokens = _signed_in_tokens(first, rp)
+    rotated = refresh(second.test_client(), rp, tokens["refresh_token"])  # the second instance holds a copy
+    assert rotated.status_code == 200
+    with first.app_context():
+        services_of(first).clients.update(rp["client_id"], name="Alarm panel app 2")
+    # The copy is found stale after the refresh token was consumed and the new one recorded: the
+    # transaction is rolled back and the grant runs again, so this is no reuse of the token.
+    again = refresh(second.test_client(), rp, rotated.json["refresh_token"])
+    assert again.status_code == 200, again.json
+    assert introspect(second.test_client(), rp, again.json["access_token"]).json["active"] is True
+    assert refresh(second.test_client(), rp, again.json["refresh_token"]).status_code == 200
+    replayed = refresh(second.test_client(), rp, rotated.json["refresh_token"])
+    assert replayed.status_code == 400 and replayed.json["error"] == "invalid_grant"
+
+
+def test_an_old_secret_cannot_introspect_through_a_stale_copy(two_instances):
+    first, second = two_instances
+    machine = _machine(first)
+    token = _cc_token(first, machine).json["access_token"]
+    assert introspect(first.test_client(), machine, token).json["active"] is True
+    with second.app_context():
+        new_secret = services_of(second).clients.rotate_secret(machine["client_id"])
+    refused = introspect(first.test_client(), machine, token)
+    assert refused.status_code == 401 and refused.json["error"] == "invalid_client"
+    assert introspect(first.test_client(), {**machine, "client_secret": new_secret}, token).json["active"] is True
+
+
 def test_a_copy_is_not_trusted_once_the_store_forgets_the_generation(two_instances, redis_url):
     import redis
 
