@@ -64,6 +64,9 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     app.extensions["idp"] = Services.build(settings, create_store(settings.redis_url, settings.redis_prefix))
+    from idp.services.profiles import track_user_changes
+
+    track_user_changes(db.session)
     if settings.uses_embedded_database:
         _sqlite_pragmas(app)
     else:

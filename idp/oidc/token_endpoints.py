@@ -514,7 +514,7 @@ class TokenEndpoints:
         claims = grants.decode_access_token(token)
         if claims is None:
             return None
-        record, generation = grants.access_tokens.find_and_read(claims, also_read=GENERATION_KEY)
+        record, [generation] = grants.access_tokens.find_and_read(claims, GENERATION_KEY)
         caller(generation)
         info = {
             "scope": claims.get("scope", ""),
@@ -560,15 +560,21 @@ class TokenEndpoints:
         if not token:
             raise _bearer_challenge()
         svc = self._svc
-        active = svc.grants.active_access_token(token)
-        if active is None or active.user_id is None:
+        claims = svc.grants.decode_access_token(token)
+        user_id = claims.get("sub") if claims is not None else None
+        if not isinstance(user_id, str):
             raise _bearer_challenge("invalid_token", INVALID_ACCESS_TOKEN)
-        if "openid" not in active.scopes:
+        # One round trip: the token's revocation state, and the profile's copy with its versions.
+        record, fetched = svc.grants.access_tokens.find_and_read(claims, *svc.profiles.keys(user_id))
+        if record is None or record.user_id != user_id:  # no person behind a client_credentials token
+            raise _bearer_challenge("invalid_token", INVALID_ACCESS_TOKEN)
+        scopes = set(record.scope.split())
+        if "openid" not in scopes:
             raise _bearer_challenge("insufficient_scope", "The token was not issued for OpenID Connect.", 403)
-        user = svc.accounts.profile(active.user_id)
+        user = svc.profiles.profile(user_id, fetched)
         if not svc.accounts.can_sign_in(user):
             raise _bearer_challenge("invalid_token", INVALID_ACCESS_TOKEN)
-        return 200, user_claims(user, active.scopes), ()
+        return 200, user_claims(user, scopes), ()
 
     @staticmethod
     def _bearer_token(call: Call) -> str | None:

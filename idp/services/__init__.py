@@ -21,6 +21,7 @@ from idp.services.limits import CodeAttemptLimits
 from idp.services.lockouts import Lockouts
 from idp.services.new_device import NewDeviceNotices
 from idp.services.notifications import Notifier
+from idp.services.profiles import UserProfiles
 from idp.services.sessions import Sessions
 from idp.services.webauthn import WebAuthnService
 from idp.settings import Settings
@@ -45,6 +46,7 @@ class Services:
     webauthn: WebAuthnService
     audit: Audit
     new_device: NewDeviceNotices
+    profiles: UserProfiles
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Services:
@@ -56,12 +58,13 @@ class Services:
         sessions = Sessions(settings)
         audit = Audit()
         access_tokens = AccessTokenLedger(settings, store)
+        accounts = Accounts(settings, store, passwords)
         return cls(
             settings=settings,
             store=store,
             passwords=passwords,
             keys=keys,
-            accounts=Accounts(settings, store, passwords),
+            accounts=accounts,
             clients=Clients(settings, store, access_tokens),
             sessions=sessions,
             grants=Grants(settings, keys, access_tokens),
@@ -73,6 +76,7 @@ class Services:
             webauthn=WebAuthnService(settings, store),
             audit=audit,
             new_device=NewDeviceNotices(settings, store, notifier),
+            profiles=UserProfiles(store, accounts.profile),
         )
 
 

@@ -80,8 +80,8 @@ class AccessTokenLedger:
         """The record of an unrevoked token whose grant, session and client still stand; None otherwise."""
         return self.find_and_read(claims)[0]
 
-    def find_and_read(self, claims: dict, also_read: str | None = None) -> tuple[AccessTokenRecord | None, str | None]:
-        """`find`, and the value of `also_read` from the same round trip.
+    def find_and_read(self, claims: dict, *also_read: str) -> tuple[AccessTokenRecord | None, list[str | None]]:
+        """`find`, and the values of the keys `also_read` from the same round trip.
 
         `claims` are those of a verified token, so its client, session and grant (named in the jti,
         see `new_jti`) are read from them and one round trip answers for all four keys."""
@@ -92,11 +92,10 @@ class AccessTokenLedger:
             keys.append(f"at-session-ended:{claims['sid']}")
         if family_id:
             keys.append(f"at-family-revoked:{family_id}")
-        if also_read:
-            keys.append(also_read)
-        values = self._store.get_many(*keys)
-        extra = values.pop() if also_read else None
-        raw, *markers = values
+        checked = len(keys)
+        values = self._store.get_many(*keys, *also_read)
+        extra = values[checked:]
+        raw, *markers = values[:checked]
         if raw is None or any(marker is not None for marker in markers):
             return None, extra
         body = json.loads(raw)
