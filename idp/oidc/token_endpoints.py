@@ -15,7 +15,7 @@ the client generation in the shared store before anything is answered (idp.servi
 hot grants that read comes with the round trip the request makes anyway: the access-token record
 written by client_credentials and refresh, the revocation check of introspection. When the copy turns
 out stale, the request runs again from the database: a token recorded meanwhile was never handed out,
-and the refresh grant's transaction is rolled back first.
+and the refresh grant confirms the client before it consumes the presented token.
 """
 
 from __future__ import annotations

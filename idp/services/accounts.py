@@ -12,7 +12,7 @@ from idp.domain.errors import Conflict, DomainError, Throttled
 from idp.extensions import db
 from idp.services import password_policy
 from idp.storage.models import User, utcnow
-from idp.storage.rows import row_by_id
+from idp.storage.rows import alone, row_by_id
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
 _PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -98,10 +98,8 @@ class Accounts:
         return row_by_id(User, user_id)
 
     def profile(self, user_id: str):
-        """The columns UserInfo answers from and `can_sign_in` checks, as a row. Read on a connection
-        in autocommit mode: a lone SELECT then needs no ROLLBACK round trip when the request ends."""
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return conn.execute(_PROFILE, {"user_id": user_id}).first()
+        """The columns UserInfo answers from and `can_sign_in` checks, as a row."""
+        return alone(_PROFILE, {"user_id": user_id})[1]
 
     def find_by_email(self, email: str) -> User | None:
         return db.session.execute(_USER_BY_EMAIL, {"email": normalise_email(email)}).scalar_one_or_none()

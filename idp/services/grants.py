@@ -28,7 +28,7 @@ from idp.storage.models import (
     new_id,
     utcnow,
 )
-from idp.storage.rows import execute_core, row_by_id
+from idp.storage.rows import alone, execute_core, row_by_id
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 
@@ -70,6 +70,17 @@ _CONSUME_REFRESH_TOKEN = (
     .values(used_at=bindparam("consumed_at"))
 )
 _INSERT_REFRESH_TOKEN = _REFRESH_TOKENS.insert()
+# Rotation as one statement where the database can change rows inside a WITH (PostgreSQL): consume
+# the presented token and insert its successor, atomically and in a single round trip, in autocommit
+# mode; the row count (1 or 0) says whether this request consumed it. Elsewhere the two statements
+# run in one transaction.
+_CONSUMED = _CONSUME_REFRESH_TOKEN.returning(_REFRESH_TOKENS.c.family_id).cte("consumed")
+_ROTATE_REFRESH_TOKEN = _REFRESH_TOKENS.insert().from_select(
+    ["token_hash", "family_id", "created_at", "expires_at"],
+    select(bindparam("successor_hash", type_=_REFRESH_TOKENS.c.token_hash.type), _CONSUMED.c.family_id,
+           bindparam("successor_created_at", type_=_REFRESH_TOKENS.c.created_at.type),
+           bindparam("successor_expires_at", type_=_REFRESH_TOKENS.c.expires_at.type)),
+).execution_options(preserve_rowcount=True)  # SQLAlchemy keeps an INSERT's row count only when asked
 
 # The rows a code exchange and an authorization write, as plain statements on their tables.
 _INSERT_TOKEN_FAMILY = TokenFamily.__table__.insert()
@@ -237,7 +248,7 @@ class Grants:
         # cost more than the INSERT itself.
         execute_core(_INSERT_TOKEN_FAMILY, vars(family))
         execute_core(_LINK_CODE_TO_FAMILY, {"exchanged_hash": code.code_hash, "issued_family": family.id})
-        issued = self._issue(family, client, code.scope, with_refresh, now, session)
+        issued, _ = self._issue(family, client, code.scope, with_refresh, now, session)
         db.session.commit()
         return issued
 
@@ -273,7 +284,8 @@ class Grants:
         return _epoch(ends)
 
     def _issue(self, family: SimpleNamespace, client: Client, scope: str, with_refresh: bool, now,
-               session: BrowserSession | SimpleNamespace | None, confirm_client=None) -> IssuedTokens:
+               session: BrowserSession | SimpleNamespace | None, confirm_client=None,
+               insert_refresh: bool = True) -> tuple[IssuedTokens, dict | None]:
         # `family` is the grant as the code exchange wrote it or as the refresh lookup found it;
         # `session`, the code's ORM row or the lookup's read-only copy.
         expires_at = self._access_token_expiry(now, session)
@@ -283,14 +295,16 @@ class Grants:
         # Recorded before the caller commits: if the commit fails, the token never reaches the app.
         self._record(AccessTokenRecord(jti, client.client_id, family.user_id, family.session_id, family.id, scope),
                      expires_at, confirm_client)
-        refresh = None
+        refresh = refresh_row = None
         if with_refresh:
             refresh = random_token(32)
             idle_expiry = now + timedelta(seconds=self._settings.refresh_token_idle_ttl)
-            # A plain INSERT: the ORM's unit of work costs more than the statement on this hot path.
-            execute_core(_INSERT_REFRESH_TOKEN, {"token_hash": sha256_hex(refresh), "family_id": family.id,
-                                                 "created_at": now, "expires_at": min(idle_expiry, family.expires_at)})
-        return IssuedTokens(token, max(0, expires_at - _epoch(now)), scope, family.id, refresh, jti)
+            refresh_row = {"token_hash": sha256_hex(refresh), "family_id": family.id, "created_at": now,
+                           "expires_at": min(idle_expiry, family.expires_at)}
+            if insert_refresh:
+                # A plain INSERT: the ORM's unit of work costs more than the statement on this hot path.
+                execute_core(_INSERT_REFRESH_TOKEN, refresh_row)
+        return IssuedTokens(token, max(0, expires_at - _epoch(now)), scope, family.id, refresh, jti), refresh_row
 
     def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, expires_at: int,
                            family: SimpleNamespace | None):
@@ -321,7 +335,7 @@ class Grants:
     def find_refresh_token(self, token: str) -> FoundRefreshToken | None:
         if not isinstance(token, str) or not token or len(token) > 200:
             return None
-        row = execute_core(_FIND_REFRESH_TOKEN, {"presented_hash": sha256_hex(token)}).first()
+        row = alone(_FIND_REFRESH_TOKEN, {"presented_hash": sha256_hex(token)})[1]
         return _found_refresh_token(row) if row is not None else None
 
     def refresh_token_usable(self, found: FoundRefreshToken, now=None) -> bool:
@@ -351,20 +365,39 @@ class Grants:
         now = utcnow()
         if rt.used_at is None and not self._refresh_chain_alive(found, now):
             raise GrantError("refresh token expired or revoked")
-        consumed = execute_core(_CONSUME_REFRESH_TOKEN, {"presented_hash": rt.token_hash,
-                                                        "consumed_at": now}).rowcount
-        if not consumed:
-            self.revoke_family(family.id, "refresh_token_reused")
-            db.session.commit()
-            raise GrantError("refresh token already used", replay=True)
-        issued = self._issue(family, client, scope or family.scope, True, now, found.session, confirm_client)
-        session = found.session
-        # Only when the recorded activity is older than the touch interval: most refreshes write nothing more.
-        if (touch_session is not None and session is not None
-                and session.last_active_at < now - timedelta(seconds=self._settings.session_touch_interval)):
-            touch_session(session.id)
+        if rt.used_at is None:
+            # The new pair is signed and its access token recorded (and the client confirmed) before
+            # the old token is consumed: when consuming fails, nothing issued has left this process.
+            issued, successor = self._issue(family, client, scope or family.scope, True, now, found.session,
+                                            confirm_client, insert_refresh=False)
+            if self._consume_and_replace(rt.token_hash, now, successor):
+                session = found.session
+                # Only when the recorded activity is older than the touch interval: most refreshes write nothing more.
+                if (touch_session is not None and session is not None
+                        and session.last_active_at < now - timedelta(seconds=self._settings.session_touch_interval)):
+                    touch_session(session.id)
+                return issued
+        # Used before, or by a concurrent request a moment ago: whoever holds it, the grant is compromised.
+        self.revoke_family(family.id, "refresh_token_reused")
         db.session.commit()
-        return issued
+        raise GrantError("refresh token already used", replay=True)
+
+    @staticmethod
+    def _consume_and_replace(presented_hash: str, now, successor: dict) -> bool:
+        """Mark the presented refresh token used and store its successor, atomically; False when it
+        was already used (the UPDATE … WHERE used_at IS NULL matched nothing)."""
+        consume = {"presented_hash": presented_hash, "consumed_at": now}
+        if db.engine.dialect.name == "postgresql":
+            # Bind names differ from the inserted columns', which an INSERT would take as its values.
+            return alone(_ROTATE_REFRESH_TOKEN, {**consume, "successor_hash": successor["token_hash"],
+                                                 "successor_created_at": successor["created_at"],
+                                                 "successor_expires_at": successor["expires_at"]})[0] == 1
+        if not execute_core(_CONSUME_REFRESH_TOKEN, consume).rowcount:
+            db.session.rollback()
+            return False
+        execute_core(_INSERT_REFRESH_TOKEN, successor)
+        db.session.commit()
+        return True
 
     # -- revocation and validation --------------------------------------------------------
 

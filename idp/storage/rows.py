@@ -1,4 +1,5 @@
-"""The request's database session on the hot paths: rows by primary key, and plain statements."""
+"""The database on the hot paths: rows by primary key, plain statements in the request's transaction, and
+lone statements outside it."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def execute_core(statement, params=None):
     session = db.session
     session.flush()
     return session.connection().execute(statement, params)
+
+
+def alone(statement, params=None):
+    """One statement in autocommit mode on a connection of its own, outside the request's
+    transaction: a lone SELECT, or a write that is atomic by itself, then needs no BEGIN and no
+    COMMIT or ROLLBACK round trip. Returns (rowcount, first row or None); the connection is back in
+    the pool before this returns."""
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        result = conn.execute(statement, params)
+        return result.rowcount, result.first() if result.returns_rows else None

@@ -321,3 +321,29 @@ def test_two_instances_on_sentinel_or_cluster_share_tokens_revocations_and_clien
         svc = services_of(second)
         assert svc.sessions.end_all_for_user(svc.accounts.find_by_email("alice@example.com").id, "ended_by_admin") == 1
     assert introspect(first.test_client(), rp, tokens["access_token"]).json == {"active": False}
+
+
+def test_two_concurrent_rotations_of_one_refresh_token_leave_one_winner_and_revoke_the_grant(make_app):
+    import threading
+
+    app = make_app()
+    rp = _app_client(app)
+    _user(app)
+    tokens = _signed_in_tokens(app, rp)
+    start = threading.Barrier(2)
+    answers = []
+
+    def rotate():
+        start.wait()
+        answers.append(refresh(app.test_client(), rp, tokens["refresh_token"]))
+
+    threads = [threading.Thread(target=rotate) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(answer.status_code for answer in answers) == [200, 400]
+    [winner] = [answer for answer in answers if answer.status_code == 200]
+    # The loser presented a used token: the whole grant is revoked, the winner's new pair included.
+    assert refresh(app.test_client(), rp, winner.json["refresh_token"]).json["error"] == "invalid_grant"
+    assert introspect(app.test_client(), rp, winner.json["access_token"]).json == {"active": False}
