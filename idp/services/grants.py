@@ -357,8 +357,8 @@ class Grants:
                              touch_session=None, confirm_client=None) -> IssuedTokens:
         """Consume the refresh token and issue a new pair; a reused token revokes its whole family.
 
-        `touch_session(session_id)` records the session's activity in the same transaction;
-        `confirm_client` is called as for `issue_client_credentials`, before anything is committed."""
+        `touch_session(session_id)` records the session's activity once the rotation has committed;
+        `confirm_client` is called as for `issue_client_credentials`, before anything is written."""
         rt, family = found.token, found.family
         if family.client_id != client.client_id:
             raise GrantError("refresh token of another client")

@@ -115,8 +115,8 @@ def test_a_refresh_answered_from_a_stale_copy_runs_again_and_rotates_once(two_in
     assert rotated.status_code == 200
     with first.app_context():
         services_of(first).clients.update(rp["client_id"], name="Alarm panel app 2")
-    # The copy is found stale after the refresh token was consumed and the new one recorded: the
-    # transaction is rolled back and the grant runs again, so this is no reuse of the token.
+    # The copy is found stale when the new access token is recorded, before the refresh token is
+    # consumed: the grant runs again from the database, and this is no reuse of the token.
     again = refresh(second.test_client(), rp, rotated.json["refresh_token"])
     assert again.status_code == 200, again.json
     assert introspect(second.test_client(), rp, again.json["access_token"]).json["active"] is True
