@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 from flask import current_app, has_app_context
 from sqlalchemy import bindparam, select
@@ -99,7 +100,8 @@ class Accounts:
 
     def profile(self, user_id: str):
         """The columns UserInfo answers from and `can_sign_in` checks, as a row."""
-        return alone(_PROFILE, {"user_id": user_id})[1]
+        row = alone(_PROFILE, {"user_id": user_id})[1]
+        return SimpleNamespace(**row) if row is not None else None
 
     def find_by_email(self, email: str) -> User | None:
         return db.session.execute(_USER_BY_EMAIL, {"email": normalise_email(email)}).scalar_one_or_none()

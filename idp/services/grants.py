@@ -134,9 +134,9 @@ class FoundRefreshToken:
     session: SimpleNamespace | None
 
 
-def _found_refresh_token(row) -> FoundRefreshToken:
+def _found_refresh_token(row: dict) -> FoundRefreshToken:
     parts: dict[str, dict] = {part: {} for part in _FOUND_PARTS}
-    for label, value in row._mapping.items():
+    for label, value in row.items():
         part, _, attr = label.partition(".")
         parts[part][attr] = value
     session = parts["session"]

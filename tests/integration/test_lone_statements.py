@@ -1,0 +1,100 @@
+"""Lone statements (idp.storage.rows.alone): on PostgreSQL they go to the driver without SQLAlchemy's
+execution, and must read, write and fail exactly as SQLAlchemy's own execution of them does, and
+hand every connection back to the pool as the request's transactions expect it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import exc, select, text
+
+from idp.extensions import db
+from idp.services import accounts, grants
+from idp.storage.models import RefreshToken, utcnow
+from idp.storage.rows import alone
+from tests.support import OIDCBrowser
+
+
+def _through_sqlalchemy(statement, params):
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        result = conn.execute(statement, params)
+        row = result.first() if result.returns_rows else None
+        return result.rowcount, dict(row._mapping) if row is not None else None
+
+
+@pytest.fixture
+def refresh_token(app, rp, user):
+    browser = OIDCBrowser(app.test_client())
+    code = browser.login_and_get_code(rp, user.email, scope="openid offline_access")["code"]
+    return browser.exchange(rp, code).json["refresh_token"]
+
+
+def test_reads_give_what_sqlalchemy_gives(svc, user, refresh_token):
+    lookup = {"presented_hash": grants.sha256_hex(refresh_token)}
+    found = alone(grants._FIND_REFRESH_TOKEN, lookup)[1]
+    assert found == _through_sqlalchemy(grants._FIND_REFRESH_TOKEN, lookup)[1]
+    assert found["token.used_at"] is None and found["session.id"] is not None
+    # Times come back aware, in UTC or any zone, never naive, on both backends.
+    assert all(found[label].utcoffset() is not None
+               for label in ("token.created_at", "token.expires_at", "family.expires_at", "session.last_active_at"))
+    profile = alone(accounts._PROFILE, {"user_id": user.id})[1]
+    assert profile == _through_sqlalchemy(accounts._PROFILE, {"user_id": user.id})[1]
+    assert profile["email"] == user.email and profile["email_verified"] is user.email_verified  # a bool
+    assert alone(accounts._PROFILE, {"user_id": "nobody"})[1] is None
+
+
+def _rotation(presented: str, successor: str) -> dict:
+    now = utcnow()
+    return {"presented_hash": grants.sha256_hex(presented), "consumed_at": now,
+            "successor_hash": grants.sha256_hex(successor), "successor_created_at": now,
+            "successor_expires_at": now + timedelta(days=1)}
+
+
+def test_a_write_counts_its_rows_and_commits_by_itself(backend, svc, refresh_token):
+    if backend != "postgres":
+        pytest.skip("rotation is one statement on PostgreSQL only; SQLite runs two in a transaction")
+    assert alone(grants._ROTATE_REFRESH_TOKEN, _rotation(refresh_token, "successor"))[0] == 1
+    assert alone(grants._ROTATE_REFRESH_TOKEN, _rotation(refresh_token, "another"))[0] == 0  # used already
+    db.session.rollback()  # committed by itself: nothing of the request's transaction holds it
+    stored = db.session.scalars(select(RefreshToken.token_hash)).all()
+    assert grants.sha256_hex("successor") in stored and grants.sha256_hex("another") not in stored
+
+
+def test_errors_are_sqlalchemys_and_leave_nothing_behind(backend, svc, refresh_token, rp):
+    if backend != "postgres":
+        pytest.skip("the driver path is PostgreSQL's")
+    # The successor's hash is taken: a unique violation, raised as SQLAlchemy raises it, and the
+    # presented token stays unused, since the statement is atomic.
+    taken = _rotation(refresh_token, refresh_token)
+    with pytest.raises(exc.IntegrityError):
+        alone(grants._ROTATE_REFRESH_TOKEN, taken)
+    lookup = {"presented_hash": grants.sha256_hex(refresh_token)}
+    assert alone(grants._FIND_REFRESH_TOKEN, lookup)[1]["token.used_at"] is None
+    with pytest.raises(exc.ProgrammingError):
+        alone(text("SELECT * FROM no_such_table"))
+    # A naive time is refused before it is sent, as the UTC column type refuses it everywhere.
+    with pytest.raises(exc.StatementError):
+        alone(grants._ROTATE_REFRESH_TOKEN, {**_rotation(refresh_token, "x"), "consumed_at": datetime(2026, 1, 1)})
+
+
+def test_connections_go_back_in_transaction_mode(backend, svc, refresh_token):
+    if backend != "postgres":
+        pytest.skip("the driver path is PostgreSQL's")
+    lookup = {"presented_hash": grants.sha256_hex(refresh_token)}
+    for _ in range(3):
+        alone(grants._FIND_REFRESH_TOKEN, lookup)
+        with pytest.raises(exc.IntegrityError):
+            alone(grants._ROTATE_REFRESH_TOKEN, _rotation(refresh_token, refresh_token))
+    db.session.remove()
+    pool = db.engine.pool
+    held = [db.engine.raw_connection() for _ in range(pool.size())]  # every pooled connection at once
+    try:
+        assert not any(connection.driver_connection.autocommit for connection in held)
+    finally:
+        for connection in held:
+            connection.close()
+    # And a request's transaction on them still rolls back.
+    db.session.execute(text("UPDATE refresh_tokens SET used_at = now()"))
+    db.session.rollback()
+    assert alone(grants._FIND_REFRESH_TOKEN, lookup)[1]["token.used_at"] is None
