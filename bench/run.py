@@ -353,19 +353,27 @@ def mint(issuer: str, client: dict, count: int, parallel: int) -> tuple[list[dic
 
 # --------------------------------------------------------------------------------------------- wrk
 
-def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int | None = None) -> dict:
+def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int | None = None,
+            servers: list[int] | None = None) -> dict:
+    """One wrk run. With `servers` (the server's worker pids) it also says who used the CPU in the
+    run, per request: the server, PostgreSQL, Redis and wrk itself."""
     duration = duration if duration is not None else args.duration
     wrk_threads = max(1, min(args.wrk_threads, args.connections))
     argv = ["wrk", "-t", str(wrk_threads), "-c", str(args.connections), "-d", f"{duration}s",
             "--timeout", f"{int(args.wrk_timeout)}s", "-s", str(WRK_DIR / script), url]
     full_env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_THREADS": str(wrk_threads), **(env or {})}
+    groups = {"server": servers or [], "postgres": [], "redis-server": [], "wrk": []} if servers else None
+    before = cpu_by_group(groups) if groups else None
     done = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=duration + 60)
+    after = cpu_by_group(groups) if groups else None
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stdout[-1500:]} {done.stderr[-1500:]}")
     raw = json.loads(line[len("BENCH_JSON "):])
     seconds = raw["duration_us"] / 1e6
     socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    cpu = ({name: round(1e6 * (after[name] - before[name]) / raw["requests"]) for name in groups}
+           if groups and raw["requests"] else None)
     return {
         "requests": raw["requests"],
         "rps": round(raw["requests"] / seconds, 1) if seconds else 0.0,
@@ -377,6 +385,7 @@ def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int 
         "error_detail": {"non_2xx_3xx": raw["status"], "socket": socket_errors, "script": raw["script_errors"]},
         "wrk": {"threads": wrk_threads, "connections": args.connections, "duration_s": duration,
                 "script": f"bench/wrk/{script}"},
+        **({"cpu_us_per_request": cpu} if cpu else {}),
     }
 
 
@@ -389,11 +398,11 @@ def median_run(runs: list[dict], key: str, kept: tuple[str, ...]) -> dict:
     return {**median, **{f"runs_{name}": [run[name] for run in runs] for name in kept}}
 
 
-def measure(url: str, script: str, args, envs: list[dict]) -> dict:
+def measure(url: str, script: str, args, envs: list[dict], servers: list[int] | None = None) -> dict:
     """One wrk run per env (`--repeat` of them); the run with the median req/s stands for the scenario,
     and every run's req/s is kept: on a shared 2-CPU machine a single 10-second run can catch a burst
     of somebody else's work."""
-    return median_run([run_wrk(url, script, args, env) for env in envs], "rps", ("rps",))
+    return median_run([run_wrk(url, script, args, env, servers=servers) for env in envs], "rps", ("rps",))
 
 
 def endpoints(issuer: str) -> dict:
@@ -750,7 +759,7 @@ def run_peer(args, deployment: Deployment, workdir: Path, servers: list[Server])
               "rss_idle": rss_idle, "scenarios": {}}
     for name, url, script, envs in wrk_plan(urls, cc, rp, access_file, refresh_files):
         log(f"peer {name}: wrk {len(envs)} × {args.duration:g} s, {args.connections} connections")
-        result["scenarios"][name] = measure(url, script, args, envs)
+        result["scenarios"][name] = measure(url, script, args, envs, peer.worker_pids())
     result["rss_after"] = peer.rss()
     peer.stop()
     return result
@@ -764,6 +773,35 @@ def peer_version() -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- output
+
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    """A table: the first row is the heading, the first column left-aligned, the rest right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_cpu_per_request(results: dict) -> None:
+    """Who used the CPU in each run, per request: what a ratio is made of."""
+    rows = [("CPU µs per request", "server", "PostgreSQL", "Redis", "wrk", "peer server", "peer Redis")]
+    peer_scenarios = results.get("peer", {}).get("scenarios", {})
+    named = [*results["scenarios"].items(),
+             *((f"reference: {label}", results["reference"][key]) for key, label in
+               (("bare_flask_get", "bare Flask GET"), ("token_floor", "token floor")) if key in results["reference"])]
+    for name, r in named:
+        cpu = r.get("cpu_us_per_request")
+        if not cpu:
+            continue
+        peer_cpu = (peer_scenarios.get(name) or {}).get("cpu_us_per_request") or {}
+        rows.append((name, *(str(cpu[group]) for group in ("server", "postgres", "redis-server", "wrk")),
+                     str(peer_cpu.get("server", "")), str(peer_cpu.get("redis-server", ""))))
+    if len(rows) == 1:
+        return
+    print_rows(rows)
+
 
 def print_table(results: dict) -> None:
     flask_rps = results["reference"]["bare_flask_get"]["rps"]
@@ -788,12 +826,8 @@ def print_table(results: dict) -> None:
                      f"{floor['p99_ms']:.2f}", str(floor["errors"]), f"{floor['rps'] / ref['rps']:.3f}",
                      *((f"{cc_peer['rps']:.1f}", f"{cc_peer['p99_ms']:.2f}", str(cc_peer["errors"]),
                         f"{floor['rps'] / cc_peer['rps']:.3f}") if cc_peer else ("", "", "", ""))))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print()
-    for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print_rows(rows)
+    print_cpu_per_request(results)
     if "skipped" in peer:
         print(f"\npeer: skipped ({peer['skipped']})")
     else:
@@ -961,7 +995,7 @@ def main(argv=None) -> int:
 
         for name, url, script, envs in wrk_plan(urls, cc, rp, access_file, refresh_files):
             log(f"{name}: wrk {len(envs)} × {args.duration:g} s, {args.connections} connections")
-            results["scenarios"][name] = measure(url, script, args, envs)
+            results["scenarios"][name] = measure(url, script, args, envs, idp.worker_pids())
         results["scenarios"]["POST token refresh_token"]["method"] = (
             f"wrk + bench/wrk/refresh.lua: {args.connections} pre-minted refresh tokens start one rotation chain "
             f"per connection ({args.connections} spares replace broken chains); each request sends the token "
@@ -1015,10 +1049,11 @@ def main(argv=None) -> int:
         url = reference.base_url + "/.well-known/openid-configuration"
         if args.warmup > 0:
             run_wrk(url, "get.lua", args, duration=args.warmup)
-        results["reference"] = {"bare_flask_get": measure(url, "get.lua", args, [{}] * args.repeat)}
+        results["reference"] = {"bare_flask_get": measure(url, "get.lua", args, [{}] * args.repeat,
+                                                          reference.worker_pids())}
         log("token floor: client_credentials as one plain WSGI function")
         results["reference"]["token_floor"] = measure(reference.base_url + "/token", "post_form.lua", args,
-                                                      [cc_wrk_env(floor)] * args.repeat)
+                                                      [cc_wrk_env(floor)] * args.repeat, reference.worker_pids())
         results["rss"]["reference_after"] = reference.rss()
         reference.stop()
 
