@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -362,17 +363,23 @@ def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int 
     argv = ["wrk", "-t", str(wrk_threads), "-c", str(args.connections), "-d", f"{duration}s",
             "--timeout", f"{int(args.wrk_timeout)}s", "-s", str(WRK_DIR / script), url]
     full_env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_THREADS": str(wrk_threads), **(env or {})}
-    groups = {"server": servers or [], "postgres": [], "redis-server": [], "wrk": []} if servers else None
+    groups = {"server": servers or [], "postgres": [], "redis-server": []} if servers else None
     before = cpu_by_group(groups) if groups else None
+    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=duration + 60)
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     after = cpu_by_group(groups) if groups else None
+    if groups:
+        # wrk has exited by the second snapshot of /proc; its CPU is that of the child just reaped.
+        after["wrk"] = wrk_after.ru_utime + wrk_after.ru_stime
+        before["wrk"] = wrk_before.ru_utime + wrk_before.ru_stime
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stdout[-1500:]} {done.stderr[-1500:]}")
     raw = json.loads(line[len("BENCH_JSON "):])
     seconds = raw["duration_us"] / 1e6
     socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
-    cpu = ({name: round(1e6 * (after[name] - before[name]) / raw["requests"]) for name in groups}
+    cpu = ({name: round(1e6 * (after[name] - before[name]) / raw["requests"]) for name in after}
            if groups and raw["requests"] else None)
     return {
         "requests": raw["requests"],
