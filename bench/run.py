@@ -405,11 +405,27 @@ def median_run(runs: list[dict], key: str, kept: tuple[str, ...]) -> dict:
     return {**median, **{f"runs_{name}": [run[name] for run in runs] for name in kept}}
 
 
-def measure(url: str, script: str, args, envs: list[dict], servers: list[int] | None = None) -> dict:
+def measure(url: str, script: str, args, envs: list[dict], servers: list[int] | None = None,
+            beside=None) -> dict:
     """One wrk run per env (`--repeat` of them); the run with the median req/s stands for the scenario,
     and every run's req/s is kept: on a shared 2-CPU machine a single 10-second run can catch a burst
-    of somebody else's work."""
-    return median_run([run_wrk(url, script, args, env, servers=servers) for env in envs], "rps", ("rps",))
+    of somebody else's work.
+
+    With `beside` (runs the bare-Flask reference once, returns its req/s), every run is followed by
+    the reference and divided by it, and the run with the median ratio stands for the scenario: the
+    machine's speed drifts by a tenth or more over the minutes between a scenario and a reference
+    measured at the end of the whole run."""
+    runs = []
+    for env in envs:
+        run = run_wrk(url, script, args, env, servers=servers)
+        if beside is not None:
+            flask_rps = beside()
+            run["adjacent_flask_rps"] = flask_rps
+            run["ratio_to_adjacent_flask"] = round(run["rps"] / flask_rps, 4) if flask_rps else None
+        runs.append(run)
+    if beside is None:
+        return median_run(runs, "rps", ("rps",))
+    return median_run(runs, "ratio_to_adjacent_flask", ("rps", "adjacent_flask_rps", "ratio_to_adjacent_flask"))
 
 
 def endpoints(issuer: str) -> dict:
@@ -817,7 +833,8 @@ def print_table(results: dict) -> None:
     rows = [("scenario", "req/s", "p50 ms", "p99 ms", "errors", "× bare Flask", "peer req/s", "peer p99", "peer err",
              "× peer")]
     for name, r in results["scenarios"].items():
-        ratio = f"{r['rps'] / flask_rps:.3f}" if flask_rps else "-"
+        adjacent = r.get("ratio_to_adjacent_flask")
+        ratio = f"{adjacent:.3f}" if adjacent else f"{r['rps'] / flask_rps:.3f}" if flask_rps else "-"
         p = peer_scenarios.get(name)
         peer_cells = (f"{p['rps']:.1f}", f"{p['p99_ms']:.2f}", str(p["errors"]),
                       f"{r['rps'] / p['rps']:.3f}" if p["rps"] else "-") if p else ("-", "-", "-", "-")
@@ -840,6 +857,8 @@ def print_table(results: dict) -> None:
     else:
         print(f"\npeer: oidc-provider {peer['version']}, {peer['processes']} Node.js processes (cluster), "
               f"tokens, grants and sessions in Redis; × peer = idp req/s ÷ peer req/s")
+    print("× bare Flask: each idp run divided by a bare-Flask run right after it (the run with the median ratio "
+          "stands); the bare Flask row is the reference's own runs after the sign-in")
     if floor:
         print("token floor: client_credentials as one plain WSGI function (form, keyed-SHA-256 secret check, ES256 "
               "JWT, one Redis SET; bench/reference_app.py): the most a token endpoint on this stack can do")
@@ -995,14 +1014,35 @@ def main(argv=None) -> int:
         if probe.status_code != 200:
             raise BenchError(f"client_credentials probe failed: {probe.status_code} {probe.text[:200]}")
 
+        # The bare-Flask reference runs beside idp, idle while idp is measured, so that each scenario run
+        # can be followed by a reference run (see `measure`).
+        ref_port = free_port()
+        floor = {"client_id": "floor-machine", "client_secret": secrets.token_urlsafe(32)}
+        reference = Server("bare Flask reference", [sys.executable, str(BENCH_DIR / "reference_app.py"), "--port",
+                                                     str(ref_port), "--workers", str(args.workers), "--threads",
+                                                     str(args.threads), "--redis-url", REDIS_URL, "--redis-prefix",
+                                                     f"{deployment.redis_prefix}floor:", "--client-id",
+                                                     floor["client_id"]],
+                           {**os.environ, "BENCH_FLOOR_SECRET": floor["client_secret"]}, workdir / "reference.log",
+                           f"http://127.0.0.1:{ref_port}", "/.well-known/openid-configuration")
+        servers.append(reference)
+        reference.start()
+        reference.wait_for_workers(args.workers)
+        flask_url = reference.base_url + "/.well-known/openid-configuration"
+
         if args.warmup > 0:
             log(f"warm-up {args.warmup:g} s")
             run_wrk(urls["discovery"], "get.lua", args, duration=args.warmup)
             run_wrk(urls["token"], "post_form.lua", args, cc_wrk_env(cc), duration=args.warmup)
+            run_wrk(flask_url, "get.lua", args, duration=args.warmup)
+
+        def flask_beside() -> float:
+            return run_wrk(flask_url, "get.lua", args)["rps"]
 
         for name, url, script, envs in wrk_plan(urls, cc, rp, access_file, refresh_files):
-            log(f"{name}: wrk {len(envs)} × {args.duration:g} s, {args.connections} connections")
-            results["scenarios"][name] = measure(url, script, args, envs, idp.worker_pids())
+            log(f"{name}: wrk {len(envs)} × {args.duration:g} s, {args.connections} connections, "
+                f"each followed by the bare Flask reference")
+            results["scenarios"][name] = measure(url, script, args, envs, idp.worker_pids(), beside=flask_beside)
         results["scenarios"]["POST token refresh_token"]["method"] = (
             f"wrk + bench/wrk/refresh.lua: {args.connections} pre-minted refresh tokens start one rotation chain "
             f"per connection ({args.connections} spares replace broken chains); each request sends the token "
@@ -1040,22 +1080,10 @@ def main(argv=None) -> int:
                                             ("sessions_per_s", "ratio_to_argon2_parallel"))
         idp.stop()
 
-        ref_port = free_port()
-        floor = {"client_id": "floor-machine", "client_secret": secrets.token_urlsafe(32)}
-        reference = Server("bare Flask reference", [sys.executable, str(BENCH_DIR / "reference_app.py"), "--port",
-                                                     str(ref_port), "--workers", str(args.workers), "--threads",
-                                                     str(args.threads), "--redis-url", REDIS_URL, "--redis-prefix",
-                                                     f"{deployment.redis_prefix}floor:", "--client-id",
-                                                     floor["client_id"]],
-                           {**os.environ, "BENCH_FLOOR_SECRET": floor["client_secret"]}, workdir / "reference.log",
-                           f"http://127.0.0.1:{ref_port}", "/.well-known/openid-configuration")
-        servers.append(reference)
         log("bare Flask reference app and the token floor under the same gunicorn settings")
-        reference.start()
-        reference.wait_for_workers(args.workers)
-        url = reference.base_url + "/.well-known/openid-configuration"
         if args.warmup > 0:
-            run_wrk(url, "get.lua", args, duration=args.warmup)
+            run_wrk(flask_url, "get.lua", args, duration=args.warmup)
+        url = flask_url
         results["reference"] = {"bare_flask_get": measure(url, "get.lua", args, [{}] * args.repeat,
                                                           reference.worker_pids())}
         log("token floor: client_credentials as one plain WSGI function")
@@ -1083,7 +1111,9 @@ def main(argv=None) -> int:
         flask_rps = results["reference"]["bare_flask_get"]["rps"]
         peer_scenarios = results["peer"].get("scenarios", {})
         for name, r in results["scenarios"].items():
-            r["ratio_to_bare_flask"] = round(r["rps"] / flask_rps, 4) if flask_rps else None
+            # The ratio to the reference run right after it; the end-of-run reference's stays beside it.
+            r["ratio_to_end_flask"] = round(r["rps"] / flask_rps, 4) if flask_rps else None
+            r["ratio_to_bare_flask"] = r.get("ratio_to_adjacent_flask", r["ratio_to_end_flask"])
             peer_rps = peer_scenarios.get(name, {}).get("rps")
             r["ratio_to_peer"] = round(r["rps"] / peer_rps, 4) if peer_rps else None
         argon2_parallel = results["reference"]["argon2"]["verify_per_s_parallel"]
