@@ -363,24 +363,20 @@ def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int 
     argv = ["wrk", "-t", str(wrk_threads), "-c", str(args.connections), "-d", f"{duration}s",
             "--timeout", f"{int(args.wrk_timeout)}s", "-s", str(WRK_DIR / script), url]
     full_env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_THREADS": str(wrk_threads), **(env or {})}
-    groups = {"server": servers or [], "postgres": [], "redis-server": []} if servers else None
+    groups = {"server": servers, "postgres": [], "redis-server": []} if servers else None
     before = cpu_by_group(groups) if groups else None
-    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_before = reaped_children_cpu()
     done = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=duration + 60)
-    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = reaped_children_cpu() - wrk_before
     after = cpu_by_group(groups) if groups else None
-    if groups:
-        # wrk has exited by the second snapshot of /proc; its CPU is that of the child just reaped.
-        after["wrk"] = wrk_after.ru_utime + wrk_after.ru_stime
-        before["wrk"] = wrk_before.ru_utime + wrk_before.ru_stime
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stdout[-1500:]} {done.stderr[-1500:]}")
     raw = json.loads(line[len("BENCH_JSON "):])
     seconds = raw["duration_us"] / 1e6
     socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
-    cpu = ({name: round(1e6 * (after[name] - before[name]) / raw["requests"]) for name in after}
-           if groups and raw["requests"] else None)
+    cpu = ({**{name: round(1e6 * (after[name] - before[name]) / raw["requests"]) for name in groups},
+            "wrk": round(1e6 * wrk_cpu / raw["requests"])} if groups and raw["requests"] else None)
     return {
         "requests": raw["requests"],
         "rps": round(raw["requests"] / seconds, 1) if seconds else 0.0,
@@ -394,6 +390,14 @@ def run_wrk(url: str, script: str, args, env: dict | None = None, duration: int 
                 "script": f"bench/wrk/{script}"},
         **({"cpu_us_per_request": cpu} if cpu else {}),
     }
+
+
+def reaped_children_cpu() -> float:
+    """CPU seconds of this process's children that have exited and been waited for: wrk, once
+    `subprocess.run` returns (it is gone by the second /proc snapshot). The servers are still running
+    and not counted."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_run(runs: list[dict], key: str, kept: tuple[str, ...]) -> dict:
@@ -827,14 +831,12 @@ def print_cpu_per_request(results: dict) -> None:
 
 
 def print_table(results: dict) -> None:
-    flask_rps = results["reference"]["bare_flask_get"]["rps"]
     peer = results.get("peer", {})
     peer_scenarios = peer.get("scenarios", {})
     rows = [("scenario", "req/s", "p50 ms", "p99 ms", "errors", "× bare Flask", "peer req/s", "peer p99", "peer err",
              "× peer")]
     for name, r in results["scenarios"].items():
-        adjacent = r.get("ratio_to_adjacent_flask")
-        ratio = f"{adjacent:.3f}" if adjacent else f"{r['rps'] / flask_rps:.3f}" if flask_rps else "-"
+        ratio = f"{r['ratio_to_bare_flask']:.3f}" if r.get("ratio_to_bare_flask") else "-"
         p = peer_scenarios.get(name)
         peer_cells = (f"{p['rps']:.1f}", f"{p['p99_ms']:.2f}", str(p["errors"]),
                       f"{r['rps'] / p['rps']:.3f}" if p["rps"] else "-") if p else ("-", "-", "-", "-")
@@ -1080,11 +1082,9 @@ def main(argv=None) -> int:
                                             ("sessions_per_s", "ratio_to_argon2_parallel"))
         idp.stop()
 
+        # The reference was warmed up before the scenarios and has run after each of them since.
         log("bare Flask reference app and the token floor under the same gunicorn settings")
-        if args.warmup > 0:
-            run_wrk(flask_url, "get.lua", args, duration=args.warmup)
-        url = flask_url
-        results["reference"] = {"bare_flask_get": measure(url, "get.lua", args, [{}] * args.repeat,
+        results["reference"] = {"bare_flask_get": measure(flask_url, "get.lua", args, [{}] * args.repeat,
                                                           reference.worker_pids())}
         log("token floor: client_credentials as one plain WSGI function")
         results["reference"]["token_floor"] = measure(reference.base_url + "/token", "post_form.lua", args,
