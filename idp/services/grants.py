@@ -32,17 +32,21 @@ from idp.storage.rows import alone, execute_core, row_by_id
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 
+_CODES = AuthorizationCode.__table__
 # Built once: building this statement and its cache key took 140 µs of every code exchange. (An
-# UPDATE's bind names must differ from its column names.)
+# UPDATE's bind names must differ from its column names.) A lone statement, committed by itself: a
+# code is burnt by any attempt, whatever happens to the exchange after it. It also names the grant
+# the code is exchanged for, its id chosen before the grant is written, so a replay, however soon,
+# finds what to revoke.
 _CONSUME_CODE = (
-    update(AuthorizationCode)
+    _CODES.update()
     .where(
-        AuthorizationCode.code_hash == bindparam("presented_hash"),
-        AuthorizationCode.client_id == bindparam("presenting_client"),
-        AuthorizationCode.used_at.is_(None),
+        _CODES.c.code_hash == bindparam("presented_hash"),
+        _CODES.c.client_id == bindparam("presenting_client"),
+        _CODES.c.used_at.is_(None),
     )
-    .values(used_at=bindparam("consumed_at"))
-    .returning(AuthorizationCode)
+    .values(used_at=bindparam("consumed_at"), family_id=bindparam("issued_family"))
+    .returning(*_CODES.c)
 )
 
 # The refresh grant's three statements, built once for the same reason: building them and their
@@ -84,13 +88,7 @@ _ROTATE_REFRESH_TOKEN = _REFRESH_TOKENS.insert().from_select(
 
 # The rows a code exchange and an authorization write, as plain statements on their tables.
 _INSERT_TOKEN_FAMILY = TokenFamily.__table__.insert()
-_CODES = AuthorizationCode.__table__
 _INSERT_CODE = _CODES.insert()
-_LINK_CODE_TO_FAMILY = (
-    _CODES.update()
-    .where(_CODES.c.code_hash == bindparam("exchanged_hash"))
-    .values(family_id=bindparam("issued_family"))
-)
 
 
 class GrantError(Exception):
@@ -117,7 +115,7 @@ class ConsumedCode:
     """A code just marked used, and its live session: kept together because SQLAlchemy's identity
     map holds rows weakly, and issuing reads the session again otherwise."""
 
-    code: AuthorizationCode
+    code: SimpleNamespace  # the columns of the code's row, as consuming it returned them
     session: BrowserSession
 
 
@@ -202,9 +200,8 @@ class Grants:
             raise GrantError("invalid code")
         code_hash = sha256_hex(code)
         now = utcnow()
-        row = db.session.execute(
-            _CONSUME_CODE, {"presented_hash": code_hash, "presenting_client": client_id, "consumed_at": now}
-        ).scalar_one_or_none()
+        _, row = alone(_CONSUME_CODE, {"presented_hash": code_hash, "presenting_client": client_id,
+                                       "consumed_at": now, "issued_family": new_id()})
         if row is None:
             used = db.session.scalar(
                 select(AuthorizationCode).where(
@@ -215,13 +212,13 @@ class Grants:
                 self.revoke_family(used.family_id, "code_replayed")
             db.session.commit()
             raise GrantError("code already used" if used is not None else "unknown code", replay=used is not None)
-        db.session.commit()
-        if row.expires_at <= now:
+        consumed = SimpleNamespace(**row)
+        if consumed.expires_at <= now:
             raise GrantError("code expired")
-        session = row_by_id(BrowserSession, row.session_id)
+        session = row_by_id(BrowserSession, consumed.session_id)
         if session is None or session.ended_at is not None:
             raise GrantError("the session this code came from has ended")
-        return ConsumedCode(row, session)
+        return ConsumedCode(consumed, session)
 
     # -- issuing ---------------------------------------------------------------------------
 
@@ -230,7 +227,7 @@ class Grants:
         now = utcnow()
         code, session = consumed.code, consumed.session
         family = SimpleNamespace(
-            id=new_id(),
+            id=code.family_id,
             client_id=client.client_id,
             user_id=code.user_id,
             session_id=code.session_id,
@@ -247,7 +244,6 @@ class Grants:
         # Plain statements built once, as for the refresh grant: the ORM's unit of work (add, flush)
         # cost more than the INSERT itself.
         execute_core(_INSERT_TOKEN_FAMILY, vars(family))
-        execute_core(_LINK_CODE_TO_FAMILY, {"exchanged_hash": code.code_hash, "issued_family": family.id})
         issued, _ = self._issue(family, client, code.scope, with_refresh, now, session)
         db.session.commit()
         return issued

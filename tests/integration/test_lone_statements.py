@@ -44,6 +44,22 @@ def test_reads_give_what_sqlalchemy_gives(svc, user, refresh_token):
     assert alone(accounts._PROFILE, {"user_id": "nobody"})[1] is None
 
 
+def test_a_code_is_consumed_once_and_returns_its_row_as_sqlalchemy_reads_it(app, svc, rp, user):
+    code = OIDCBrowser(app.test_client()).login_and_get_code(rp, user.email)["code"]
+    consume = {"presented_hash": grants.sha256_hex(code), "presenting_client": rp["client_id"],
+               "consumed_at": utcnow(), "issued_family": "family-of-this-code"}
+    row = alone(grants._CONSUME_CODE, consume)[1]
+    this_code = grants._CODES.c.code_hash == consume["presented_hash"]
+    assert row == _through_sqlalchemy(select(*grants._CODES.c).where(this_code), {})[1]
+    assert row["family_id"] == "family-of-this-code" and row["amr"] == ["pwd"]  # JSON as a list
+    assert all(row[label].utcoffset() is not None for label in ("auth_time", "expires_at", "used_at"))
+    # Committed by itself, and once: a second attempt (a replay, a race) consumes nothing.
+    db.session.rollback()
+    assert alone(grants._CONSUME_CODE, {**consume, "issued_family": "another"})[1] is None
+    assert _through_sqlalchemy(select(grants._CODES.c.family_id).where(this_code), {})[1]["family_id"] == \
+        "family-of-this-code"
+
+
 def _rotation(presented: str, successor: str) -> dict:
     now = utcnow()
     return {"presented_hash": grants.sha256_hex(presented), "consumed_at": now,
