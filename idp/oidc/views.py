@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timezone
 
 from flask import abort, make_response, redirect, render_template, request, url_for
@@ -78,13 +79,49 @@ def authorize_consent(pending_id: str):
     return _issue_code(authz, session)
 
 
+def answer_after_sign_in(next_url: str, session, user):
+    """The authorization request a sign-in was made for, answered in the sign-in's own response when
+    it needs nothing more of the person: the browser goes from the last sign-in step straight back
+    to the app with its code, not through one more request to /authorize/continue (a sixth of a
+    sign-in's work besides the password hash went into that hop). None when `next_url` is not such
+    a request, or when the request needs a page (consent) or fails: the caller then redirects to
+    `next_url`, where /authorize/continue answers it as it always does."""
+    if not next_url.startswith(_CONTINUE_PREFIX):
+        return None
+    pending_id = next_url[len(_CONTINUE_PREFIX):]
+    if not _PENDING_ID.fullmatch(pending_id):
+        return None
+    svc = services()
+    raw = svc.store.get(_pending_key(pending_id))
+    if raw is None:
+        return None
+    pending = json.loads(raw)
+    try:
+        authz = parse_authorization_request(MultiDict(pending["params"]), svc.clients, svc.keys.ring())
+        need = decide(authz, session, _consent(authz, user), svc.settings.sso_max_age,
+                      _from_epoch(pending["signed_in_after"]))
+    except (ErrorPage, RedirectError):
+        return None
+    if need is not Need.NOTHING:
+        return None
+    svc.store.delete(_pending_key(pending_id))
+    # 303: the answer to a form post; the browser follows with GET (RFC 9700 §4.12).
+    return _issue_code(authz, session, status=303)
+
+
+def _consent(authz: AuthorizationRequest, user) -> Consent | None:
+    # A first-party app is never asked for consent (needs_consent), so nothing is read for it.
+    if user is None or authz.client.first_party:
+        return None
+    return db.session.get(Consent, (user.id, authz.client.client_id))
+
+
 def _handle(values, pending_id: str | None, signed_in_after: datetime | None):
     svc = services()
     session, user = current_session()
     try:
         authz = parse_authorization_request(values, svc.clients, svc.keys.ring())
-        consent = db.session.get(Consent, (user.id, authz.client.client_id)) if user else None
-        need = decide(authz, session, consent, svc.settings.sso_max_age, signed_in_after)
+        need = decide(authz, session, _consent(authz, user), svc.settings.sso_max_age, signed_in_after)
     except ErrorPage as error:
         return _error_page(error.message)
     except RedirectError as error:
@@ -107,7 +144,7 @@ def _handle(values, pending_id: str | None, signed_in_after: datetime | None):
     return _issue_code(authz, session)
 
 
-def _issue_code(authz: AuthorizationRequest, session):
+def _issue_code(authz: AuthorizationRequest, session, status: int = 302):
     svc = services()
     if authz.app_version and session.app_version != authz.app_version:
         session.app_version = authz.app_version
@@ -130,10 +167,14 @@ def _issue_code(authz: AuthorizationRequest, session):
         amr=session.amr,
     )
     params = {"code": code, "state": authz.state, "iss": svc.settings.issuer}
-    return redirect(redirect_with(authz.redirect_uri, params), code=302)
+    return redirect(redirect_with(authz.redirect_uri, params), code=status)
 
 
 # -- pending requests ------------------------------------------------------------------------
+
+
+_CONTINUE_PREFIX = "/authorize/continue/"
+_PENDING_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _pending_key(pending_id: str) -> str:

@@ -137,29 +137,35 @@ class Accounts:
     def _throttle_keys(self, email: str, ip: str | None) -> tuple[str, str]:
         return f"pwfail:acct:{normalise_email(email)}", f"pwfail:ip:{ip or '-'}"
 
-    def check_password_throttle(self, email: str, ip: str | None) -> None:
+    def check_password_throttle(self, email: str, ip: str | None) -> bool:
+        """Raise Throttled when the account or the address has failed too often; otherwise say
+        whether the account has failures on record (both counters are read in one round trip)."""
         s = self._settings
         account_key, ip_key = self._throttle_keys(email, ip)
-        for key, limit in ((account_key, s.password_failures_per_account), (ip_key, s.password_failures_per_ip)):
-            count = self._store.get(key)
+        counts = self._store.get_many(account_key, ip_key)
+        for key, count, limit in zip((account_key, ip_key), counts,
+                                     (s.password_failures_per_account, s.password_failures_per_ip)):
             if count is not None and int(count) >= limit:
                 wait = self._store.ttl(key) or s.password_failure_window
                 raise Throttled(
                     f"Too many failed sign-in attempts. Try again in {max(1, (wait + 59) // 60)} minute(s).",
                     retry_after=wait,
                 )
+        return counts[0] is not None
 
     def authenticate_password(self, email: str, password: str, ip: str | None) -> User:
         """Return the user, or raise with one message whatever went wrong (no account enumeration)."""
-        self.check_password_throttle(email, ip)
+        account_failures = self.check_password_throttle(email, ip)
         user = self.find_by_email(email) if email else None
         # Unknown accounts still pay for one hash verification so timing tells nothing.
         valid = self._passwords.verify(user.password_hash if user else None, password or "")
         if not valid or not self.can_sign_in(user):
             self._record_password_failure(email, ip)
             raise DomainError(GENERIC_SIGN_IN_FAILURE)
-        account_key, _ = self._throttle_keys(email, ip)
-        self._store.delete(account_key)
+        if account_failures:
+            # The right password ends the account's run of failures (none on record: nothing to end;
+            # one recorded meanwhile by another attempt stays, the safe way round).
+            self._store.delete(self._throttle_keys(email, ip)[0])
         if self._passwords.needs_rehash(user.password_hash):
             user.password_hash = self._passwords.hash(password)
             db.session.commit()

@@ -90,6 +90,50 @@ def test_existing_session_gives_code_without_ui_and_same_auth_time(app, rp, user
         assert links[0].last_seen_at >= links[0].first_seen_at
 
 
+def _pending_request(login_redirect) -> str:
+    """The /authorize/continue/<id> path the login page was sent to come back to."""
+    assert login_redirect.status_code == 302, login_redirect.status_code
+    next_url = query_of(login_redirect.headers["Location"])["next"]
+    assert next_url.startswith("/authorize/continue/"), next_url
+    return next_url
+
+
+def test_the_last_sign_in_step_answers_the_authorization_request_itself(app, rp, user, browser):
+    login = browser.authorize(rp)
+    continue_url = _pending_request(login)
+    signed_in = browser.sign_in(login.headers["Location"], "alice@example.com")
+    # Straight back to the app, 303 as the answer to a form post; no hop through /authorize/continue.
+    assert signed_in.status_code == 303
+    assert signed_in.headers["Location"].startswith(rp["redirect_uri"] + "?")
+    result = query_of(signed_in.headers["Location"])
+    assert result["state"] == browser.sent["state"] and result["iss"] == "http://localhost:5000"
+    claims = _verify(app, browser.exchange(rp, result["code"]).json["id_token"])[1]
+    assert claims["nonce"] == browser.sent["nonce"] and claims["amr"] == ["pwd"]
+    # The request was answered once: its continuation is gone and gives no second code.
+    again = browser.client.get(continue_url)
+    assert again.status_code == 400 and "Location" not in again.headers
+
+
+def test_a_request_the_sign_in_cannot_answer_is_answered_at_its_continuation(app, rp, user, browser, svc):
+    # Two factors required of an account with none: the sign-in stands, the request fails there.
+    login = browser.authorize(rp, acr_values="urn:idp:acr:mfa")
+    continue_url = _pending_request(login)
+    signed_in = browser.sign_in(login.headers["Location"], "alice@example.com")
+    assert (signed_in.status_code, signed_in.headers["Location"]) == (303, continue_url)
+    answered = browser.client.get(continue_url)
+    assert answered.status_code == 302 and answered.headers["Location"].startswith(rp["redirect_uri"] + "?")
+    assert query_of(answered.headers["Location"])["error"] == "unmet_authentication_requirements"
+
+    # A request that expired while the person signed in: the continuation says so.
+    login = browser.authorize(rp, prompt="login")
+    continue_url = _pending_request(login)
+    svc.store.delete("authz:" + continue_url.rsplit("/", 1)[1])
+    signed_in = browser.sign_in(login.headers["Location"], "alice@example.com")
+    assert (signed_in.status_code, signed_in.headers["Location"]) == (303, continue_url)
+    expired = browser.client.get(continue_url)
+    assert expired.status_code == 400 and "expired" in expired.get_data(as_text=True)
+
+
 def test_client_credentials_issues_jwt_access_token(app, svc):
     client, secret = svc.clients.create(name="Monitoring station", grant_types=["client_credentials"],
                                         scope="admin")
