@@ -39,7 +39,9 @@ def _key(flow_id: str) -> str:
     return f"login:{flow_id}"
 
 
-def start_flow(user_id: str, amr: list[str], next_url: str, require_possession: bool = False) -> LoginFlow:
+def start_flow(user_id: str, amr: list[str], next_url: str, require_possession: bool = False,
+               method: str | None = None) -> LoginFlow:
+    """`method`: the one the second-factor page shows first (the strongest the person has)."""
     flow = LoginFlow(
         id=random_token(24),
         user_id=user_id,
@@ -48,6 +50,7 @@ def start_flow(user_id: str, amr: list[str], next_url: str, require_possession: 
         next_url=next_url,
         started_at=time.time(),
         require_possession=require_possession,
+        method=method,
     )
     save_flow(flow)
     ui_state[_FLOW_COOKIE_KEY] = flow.id

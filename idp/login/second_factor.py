@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from flask import redirect, render_template, request, url_for
 
@@ -21,13 +22,6 @@ WRONG_CODE = "That code is not right. Check it and try again."
 FLOW_EXPIRED = "Your sign-in took too long or was already finished. Please sign in again."
 
 
-def methods_for(flow: LoginFlow, user) -> list[str]:
-    methods = services().factors.methods(user)
-    if flow.require_possession:
-        methods = [m for m in methods if FACTORS[m].possession]
-    return methods
-
-
 def _choose(flow: LoginFlow, methods: list[str], wanted: str | None) -> str:
     if wanted in methods:
         return wanted
@@ -36,25 +30,29 @@ def _choose(flow: LoginFlow, methods: list[str], wanted: str | None) -> str:
     return methods[0]
 
 
-def _flow_and_user():
+def _flow_user_and_methods():
+    """This browser's flow at this step, its user and the methods they may use (read together);
+    (None, None, []) when the flow is gone or the account can no longer sign in."""
     flow = current_flow(SECOND_FACTOR)
-    user = services().accounts.get(flow.user_id) if flow else None
+    user, methods = services().factors.user_and_methods(flow.user_id) if flow else (None, [])
     if flow is None or not services().accounts.can_sign_in(user):
         discard_flow(flow)
-        return None, None
-    return flow, user
+        return None, None, []
+    if flow.require_possession:
+        methods = [m for m in methods if FACTORS[m].possession]
+    return flow, user, methods
 
 
 @bp.get("/login/2fa")
 def second_factor():
-    flow, user = _flow_and_user()
+    flow, user, methods = _flow_user_and_methods()
     if flow is None:
         return redirect(url_for("login.sign_in", expired=1))
-    methods = methods_for(flow, user)
     if not methods:
         discard_flow(flow)
         return redirect(url_for("login.sign_in", expired=1))
     method = _choose(flow, methods, request.args.get("method"))
+    as_stored = asdict(flow)
     flow.method = method
     notice = None
     try:
@@ -63,16 +61,16 @@ def second_factor():
         notice = throttled.public
     except ServiceUnavailable as unavailable:
         return _page(flow, user, methods, method, error=unavailable.public, status=503)
-    save_flow(flow)
+    if asdict(flow) != as_stored:  # another method chosen, a code sent: what is unchanged is not written again
+        save_flow(flow)
     return _page(flow, user, methods, method, notice=notice)
 
 
 @bp.post("/login/2fa/resend")
 def resend_code():
-    flow, user = _flow_and_user()
+    flow, user, methods = _flow_user_and_methods()
     if flow is None:
         return redirect(url_for("login.sign_in", expired=1))
-    methods = methods_for(flow, user)
     method = request.form.get("method")
     if method not in methods or method not in ("email", "sms"):
         return redirect(url_for("login.second_factor"))
@@ -87,11 +85,10 @@ def resend_code():
 
 @bp.post("/login/2fa")
 def second_factor_submit():
-    flow, user = _flow_and_user()
+    flow, user, methods = _flow_user_and_methods()
     if flow is None:
         return redirect(url_for("login.sign_in", expired=1))
     svc = services()
-    methods = methods_for(flow, user)
     method = request.form.get("method")
     if method not in methods:
         return redirect(url_for("login.second_factor"))

@@ -73,7 +73,7 @@ def _step_up(user, amr: list[str], next_url: str, acr: str):
     if not methods:
         # Nothing proven here, so nothing is finished: the person is led to enrol a factor first.
         return render_template("login/needs_factor.html", next_url=next_url), 403
-    start_flow(user.id, amr, next_url, require_possession=acr == ACR_MULTI_FACTOR)
+    start_flow(user.id, amr, next_url, require_possession=acr == ACR_MULTI_FACTOR, method=methods[0])
     return redirect(url_for("login.second_factor"), code=303)
 
 
@@ -92,7 +92,7 @@ def _continue_after_first_factor(user, amr: list[str], next_url: str, acr: str |
         # A trusted browser skips the second factor but claims nothing for it: amr stays ["pwd"].
         response, _ = finish_sign_in(user.id, amr, next_url)
         return response
-    start_flow(user.id, amr, next_url, require_possession=need_possession)
+    start_flow(user.id, amr, next_url, require_possession=need_possession, method=methods[0])
     return redirect(url_for("login.second_factor"), code=303)
 
 

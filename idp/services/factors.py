@@ -40,7 +40,18 @@ class Factors:
     def methods(self, user: User) -> list[str]:
         """Second-factor methods the user can use now, strongest first."""
         # One round trip for the three counts: every step of a sign-in asks this.
-        webauthn, totp, recovery = execute_core(_FACTOR_COUNTS, {"user_id": user.id}).one()
+        return self._methods(user, *execute_core(_FACTOR_COUNTS, {"user_id": user.id}).one())
+
+    def user_and_methods(self, user_id: str) -> tuple[User | None, list[str]]:
+        """The user and `methods(user)` in one round trip: each second-factor step needs both."""
+        row = db.session.execute(_USER_WITH_FACTOR_COUNTS, {"user_id": user_id}).one_or_none()
+        if row is None:
+            return None, []
+        user, *counts = row
+        return user, self._methods(user, *counts)
+
+    @staticmethod
+    def _methods(user: User, webauthn: int, totp: int, recovery: int) -> list[str]:
         methods = []
         if webauthn:
             methods.append("webauthn")
@@ -189,12 +200,14 @@ def _count_of(model, *conditions):
     return select(func.count()).select_from(model).where(*conditions).scalar_subquery()
 
 
-# Built once: building this statement and its cache key took longer than running it.
-_FACTOR_COUNTS = select(
+# Built once: building these statements and their cache keys took longer than running them.
+_COUNTS = (
     _count_of(WebAuthnCredential, WebAuthnCredential.user_id == bindparam("user_id")),
     _count_of(TotpCredential, TotpCredential.user_id == bindparam("user_id")),
     _count_of(RecoveryCode, RecoveryCode.user_id == bindparam("user_id"), RecoveryCode.used_at.is_(None)),
 )
+_FACTOR_COUNTS = select(*_COUNTS)
+_USER_WITH_FACTOR_COUNTS = select(User, *_COUNTS).where(User.id == bindparam("user_id"))
 
 # A TOTP check's two statements, built once for the same reason; the step is claimed with a plain
 # UPDATE on the table (no ORM object of the row is kept to synchronise).

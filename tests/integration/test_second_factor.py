@@ -177,6 +177,22 @@ def test_email_code_arrives_works_once_and_says_two_step_not_mfa(make_app, smtp_
         assert svc.factors.verify_code(user, "flow-under-test", "email", code) is False
 
 
+def test_the_page_shows_the_strongest_method_first_and_remembers_another_choice(make_app, smtp_server, clock):
+    app = make_app(mail_url=smtp_server.url)
+    enrol_totp(app, _email_user(app), clock)
+    client = new_browser(app)
+    to_second_factor(client)
+    shown = second_factor_page(client).get_data(as_text=True)
+    assert '<input type="hidden" name="method" value="totp">' in shown
+    switched = second_factor_page(client, "email").get_data(as_text=True)
+    assert '<input type="hidden" name="method" value="email">' in switched
+    smtp_server.sink.wait_for(1, subject_contains="sign-in code")
+    # Shown again without asking: the method chosen last, and no second code.
+    again = second_factor_page(client).get_data(as_text=True)
+    assert '<input type="hidden" name="method" value="email">' in again
+    assert len(smtp_server.sink.messages) == 1
+
+
 def test_email_code_expires_after_its_lifetime(make_app, smtp_server):
     # The code lives in the store with a TTL (Redis EXPIRE or the in-process clock, neither of which a
     # fake wall clock can move), so the lifetime is shortened and really waited out.
