@@ -82,8 +82,8 @@ def authorize_consent(pending_id: str):
 def answer_after_sign_in(next_url: str, session, user):
     """The authorization request a sign-in was made for, answered in the sign-in's own response when
     it needs nothing more of the person: the browser goes from the last sign-in step straight back
-    to the app with its code, not through one more request to /authorize/continue (a sixth of a
-    sign-in's work besides the password hash went into that hop). None when `next_url` is not such
+    to the app with its code, not through one more request to /authorize/continue (that hop was a
+    fifth of a sign-in's work besides the password hash). None when `next_url` is not such
     a request, or when the request needs a page (consent) or fails: the caller then redirects to
     `next_url`, where /authorize/continue answers it as it always does."""
     if not next_url.startswith(_CONTINUE_PREFIX):
