@@ -47,7 +47,11 @@ def authorize():
     return _handle(values, pending_id=None, signed_in_after=None)
 
 
-@bp.get("/authorize/continue/<pending_id>")
+# Where the login page sends the browser back to once it has signed in (see _login_redirect).
+_CONTINUE_PREFIX = "/authorize/continue/"
+
+
+@bp.get(_CONTINUE_PREFIX + "<pending_id>")
 def authorize_continue(pending_id: str):
     pending = _load_pending(pending_id)
     return _handle(MultiDict(pending["params"]), pending_id, _from_epoch(pending["signed_in_after"]))
@@ -89,24 +93,25 @@ def answer_after_sign_in(next_url: str, session, user):
     if not next_url.startswith(_CONTINUE_PREFIX):
         return None
     pending_id = next_url[len(_CONTINUE_PREFIX):]
-    if not _PENDING_ID.fullmatch(pending_id):
+    pending = _read_pending(pending_id)
+    if pending is None:
         return None
-    svc = services()
-    raw = svc.store.get(_pending_key(pending_id))
-    if raw is None:
-        return None
-    pending = json.loads(raw)
     try:
-        authz = parse_authorization_request(MultiDict(pending["params"]), svc.clients, svc.keys.ring())
-        need = decide(authz, session, _consent(authz, user), svc.settings.sso_max_age,
-                      _from_epoch(pending["signed_in_after"]))
+        authz, need = _assess(MultiDict(pending["params"]), session, user, _from_epoch(pending["signed_in_after"]))
     except (ErrorPage, RedirectError):
         return None
     if need is not Need.NOTHING:
         return None
-    svc.store.delete(_pending_key(pending_id))
+    services().store.delete(_pending_key(pending_id))
     # 303: the answer to a form post; the browser follows with GET (RFC 9700 §4.12).
     return _issue_code(authz, session, status=303)
+
+
+def _assess(values, session, user, signed_in_after: datetime | None) -> tuple[AuthorizationRequest, Need]:
+    """The request, and what it needs of the person before a code; raises ErrorPage or RedirectError."""
+    svc = services()
+    authz = parse_authorization_request(values, svc.clients, svc.keys.ring())
+    return authz, decide(authz, session, _consent(authz, user), svc.settings.sso_max_age, signed_in_after)
 
 
 def _consent(authz: AuthorizationRequest, user) -> Consent | None:
@@ -120,8 +125,7 @@ def _handle(values, pending_id: str | None, signed_in_after: datetime | None):
     svc = services()
     session, user = current_session()
     try:
-        authz = parse_authorization_request(values, svc.clients, svc.keys.ring())
-        need = decide(authz, session, _consent(authz, user), svc.settings.sso_max_age, signed_in_after)
+        authz, need = _assess(values, session, user, signed_in_after)
     except ErrorPage as error:
         return _error_page(error.message)
     except RedirectError as error:
@@ -173,8 +177,7 @@ def _issue_code(authz: AuthorizationRequest, session, status: int = 302):
 # -- pending requests ------------------------------------------------------------------------
 
 
-_CONTINUE_PREFIX = "/authorize/continue/"
-_PENDING_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PENDING_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # random_token(24), with room to spare
 
 
 def _pending_key(pending_id: str) -> str:
@@ -208,11 +211,16 @@ def _save_pending(params: dict, pending_id: str | None, signed_in_after: datetim
     return pending_id
 
 
+def _read_pending(pending_id: str) -> dict | None:
+    raw = services().store.get(_pending_key(pending_id)) if _PENDING_ID.fullmatch(pending_id) else None
+    return json.loads(raw) if raw is not None else None
+
+
 def _load_pending(pending_id: str) -> dict:
-    raw = services().store.get(_pending_key(pending_id)) if len(pending_id) <= 64 else None
-    if raw is None:
+    pending = _read_pending(pending_id)
+    if pending is None:
         abort(make_response(_error_page(EXPIRED_REQUEST)))
-    return json.loads(raw)
+    return pending
 
 
 def _from_epoch(value) -> datetime | None:
