@@ -437,19 +437,19 @@ class TokenEndpoints:
         presented = form.get("refresh_token")
         if not presented:
             raise OAuthError("invalid_request", "Missing 'refresh_token'.")
-        found = svc.grants.find_refresh_token(presented)
-        if found is None or found.family.client_id != client.client_id:
-            raise OAuthError("invalid_grant", "The refresh token is invalid.")
         requested = form.get("scope")
-        scope = None
-        if requested is not None:
+
+        def narrowed(granted: str) -> str:
+            if requested is None:
+                return granted
             # RFC 6749 §6: the scope may only shrink.
-            if not requested.split() or not set(requested.split()) <= set(found.family.scope.split()):
+            if not requested.split() or not set(requested.split()) <= set(granted.split()):
                 raise OAuthError("invalid_scope", "The requested scope exceeds what was granted.")
-            scope = " ".join(dict.fromkeys(requested.split()))
+            return " ".join(dict.fromkeys(requested.split()))
+
         try:
-            issued = svc.grants.rotate_refresh_token(found, client, scope, touch_session=svc.sessions.touch_by_id,
-                                                     confirm_client=caller)
+            issued = svc.grants.rotate_refresh_token(presented, client, narrowed,
+                                                     touch_session=svc.sessions.touch_by_id, confirm_client=caller)
         except GrantError as error:
             log.info("refresh refused for %s: %s", client.client_id, error.reason)
             raise OAuthError("invalid_grant", "The refresh token is invalid.") from None

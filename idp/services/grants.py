@@ -7,11 +7,13 @@ tokens are JWTs whose revocation state lives in the shared store (idp.services.a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
+from typing import NoReturn
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, true, update
 
 from idp.crypto.keys import InvalidJWT
 from idp.crypto.secrets import random_token, sha256_hex
@@ -32,6 +34,8 @@ from idp.storage.rows import alone, execute_core, row_by_id
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 
+log = logging.getLogger("idp.grants")
+
 _CODES = AuthorizationCode.__table__
 # Built once: building this statement and its cache key took 140 µs of every code exchange. (An
 # UPDATE's bind names must differ from its column names.) A lone statement, committed by itself: a
@@ -49,42 +53,87 @@ _CONSUME_CODE = (
     .returning(*_CODES.c)
 )
 
-# The refresh grant's three statements, built once for the same reason: building them and their
-# cache keys was a third of a rotation's Python time. The writes are Core statements on the table,
-# which skip the ORM's bulk-statement machinery (no objects of these rows are loaded to update).
-# Only the columns rotation, introspection and revocation read: each column returned costs the
-# driver and the result a description entry and a conversion on every refresh.
+# The refresh grant's statements, built once for the same reason: building them and their cache
+# keys was a third of a rotation's Python time. They are Core statements on the tables, which skip
+# the ORM's bulk-statement machinery (no objects of these rows are loaded to update). Only the
+# columns rotation, introspection and revocation read: each column returned costs the driver and the
+# result a description entry and a conversion on every refresh.
 _FOUND_PARTS = {
     "token": (RefreshToken, ("token_hash", "created_at", "expires_at", "used_at")),
     "family": (TokenFamily, ("id", "client_id", "user_id", "session_id", "scope", "auth_time", "acr",
                              "expires_at", "revoked_at")),
     "session": (BrowserSession, ("id", "ended_at", "expires_at", "last_active_at")),
 }
-_FIND_REFRESH_TOKEN = (
-    select(*(getattr(model, name).label(f"{part}.{name}")
-             for part, (model, names) in _FOUND_PARTS.items() for name in names))
-    .join_from(RefreshToken, TokenFamily, TokenFamily.id == RefreshToken.family_id)
-    .outerjoin(BrowserSession, BrowserSession.id == TokenFamily.session_id)
-    .where(RefreshToken.token_hash == bindparam("presented_hash"))
-)
 _REFRESH_TOKENS = RefreshToken.__table__
-_CONSUME_REFRESH_TOKEN = (
-    _REFRESH_TOKENS.update()
-    .where(_REFRESH_TOKENS.c.token_hash == bindparam("presented_hash"), _REFRESH_TOKENS.c.used_at.is_(None))
-    .values(used_at=bindparam("consumed_at"))
+_FAMILIES = TokenFamily.__table__
+_SESSIONS = BrowserSession.__table__
+
+
+def _found_columns(token_columns) -> list:
+    """The columns of a FoundRefreshToken, labelled `part.name`, the token's taken from `token_columns`."""
+    tables = {"token": token_columns, "family": _FAMILIES.c, "session": _SESSIONS.c}
+    return [tables[part][name].label(f"{part}.{name}") for part, (_, names) in _FOUND_PARTS.items() for name in names]
+
+
+_FIND_REFRESH_TOKEN = (
+    select(*_found_columns(_REFRESH_TOKENS.c))
+    .join_from(_REFRESH_TOKENS, _FAMILIES, _FAMILIES.c.id == _REFRESH_TOKENS.c.family_id)
+    .outerjoin(_SESSIONS, _SESSIONS.c.id == _FAMILIES.c.session_id)
+    .where(_REFRESH_TOKENS.c.token_hash == bindparam("presented_hash"))
 )
 _INSERT_REFRESH_TOKEN = _REFRESH_TOKENS.insert()
-# Rotation as one statement where the database can change rows inside a WITH (PostgreSQL): consume
-# the presented token and insert its successor, atomically and in a single round trip, in autocommit
-# mode; the row count (1 or 0) says whether this request consumed it. Elsewhere the two statements
-# run in one transaction.
-_CONSUMED = _CONSUME_REFRESH_TOKEN.returning(_REFRESH_TOKENS.c.family_id).cte("consumed")
-_ROTATE_REFRESH_TOKEN = _REFRESH_TOKENS.insert().from_select(
-    ["token_hash", "family_id", "created_at", "expires_at"],
-    select(bindparam("successor_hash", type_=_REFRESH_TOKENS.c.token_hash.type), _CONSUMED.c.family_id,
-           bindparam("successor_created_at", type_=_REFRESH_TOKENS.c.created_at.type),
-           bindparam("successor_expires_at", type_=_REFRESH_TOKENS.c.expires_at.type)),
-).execution_options(preserve_rowcount=True)  # SQLAlchemy keeps an INSERT's row count only when asked
+# A presented token is consumed only when it can be used: unused and unexpired, of this client's
+# grant, the grant neither revoked nor expired, and the grant's session, if it has one, open and
+# within its limits. Bind names differ from the columns', which an UPDATE or INSERT would take as
+# its values.
+_NOW = bindparam("now", type_=_REFRESH_TOKENS.c.used_at.type)
+_USABLE_FAMILIES = select(_FAMILIES.c.id).where(
+    _FAMILIES.c.client_id == bindparam("presenting_client"),
+    _FAMILIES.c.revoked_at.is_(None),
+    _FAMILIES.c.expires_at > _NOW,
+    or_(_FAMILIES.c.session_id.is_(None), exists().where(
+        _SESSIONS.c.id == _FAMILIES.c.session_id,
+        _SESSIONS.c.ended_at.is_(None),
+        _SESSIONS.c.expires_at > _NOW,
+        _SESSIONS.c.last_active_at > bindparam("idle_cutoff", type_=_SESSIONS.c.last_active_at.type),
+    )),
+)
+_CONSUME_USABLE_REFRESH_TOKEN = (
+    _REFRESH_TOKENS.update()
+    .where(_REFRESH_TOKENS.c.token_hash == bindparam("presented_hash"), _REFRESH_TOKENS.c.used_at.is_(None),
+           _REFRESH_TOKENS.c.expires_at > _NOW, _REFRESH_TOKENS.c.family_id.in_(_USABLE_FAMILIES))
+    .values(used_at=_NOW)
+)
+_RELEASE_REFRESH_TOKEN = (
+    _REFRESH_TOKENS.update().where(_REFRESH_TOKENS.c.token_hash == bindparam("presented_hash"))
+    .values(used_at=None)
+)
+_DROP_REFRESH_TOKEN = _REFRESH_TOKENS.delete().where(_REFRESH_TOKENS.c.token_hash == bindparam("successor_hash"))
+
+
+# Rotation as one statement on PostgreSQL, which can change rows inside a WITH: consume the presented
+# token, insert its successor and read the token's grant and session, atomically, in a single round
+# trip in autocommit mode. No row back means nothing was consumed (see `_refuse`). Elsewhere the
+# same steps run as three statements in one transaction.
+_CONSUMED = _CONSUME_USABLE_REFRESH_TOKEN.returning(*_REFRESH_TOKENS.c).cte("consumed")
+_SUCCESSOR = (
+    _REFRESH_TOKENS.insert().from_select(
+        ["token_hash", "family_id", "created_at", "expires_at"],
+        select(bindparam("successor_hash", type_=_REFRESH_TOKENS.c.token_hash.type), _CONSUMED.c.family_id, _NOW,
+               func.least(bindparam("successor_idle_expiry", type_=_REFRESH_TOKENS.c.expires_at.type),
+                          _FAMILIES.c.expires_at))
+        .join_from(_CONSUMED, _FAMILIES, _FAMILIES.c.id == _CONSUMED.c.family_id),
+    )
+    .returning(_REFRESH_TOKENS.c.token_hash)
+    .cte("successor")
+)
+_ROTATE_REFRESH_TOKEN = (
+    select(*_found_columns(_CONSUMED.c))
+    .select_from(_CONSUMED)
+    .join(_FAMILIES, _FAMILIES.c.id == _CONSUMED.c.family_id)
+    .outerjoin(_SESSIONS, _SESSIONS.c.id == _FAMILIES.c.session_id)
+    .join(_SUCCESSOR, true())  # a data-changing WITH is only written into the statement when referenced
+)
 
 # The rows a code exchange and an authorization write, as plain statements on their tables.
 _INSERT_TOKEN_FAMILY = TokenFamily.__table__.insert()
@@ -244,7 +293,13 @@ class Grants:
         # Plain statements built once, as for the refresh grant: the ORM's unit of work (add, flush)
         # cost more than the INSERT itself.
         execute_core(_INSERT_TOKEN_FAMILY, vars(family))
-        issued, _ = self._issue(family, client, code.scope, with_refresh, now, session)
+        refresh = None
+        if with_refresh:
+            refresh = random_token(32)
+            execute_core(_INSERT_REFRESH_TOKEN, {
+                "token_hash": sha256_hex(refresh), "family_id": family.id, "created_at": now,
+                "expires_at": min(self._refresh_idle_expiry(now), family.expires_at)})
+        issued = self._issue(family, client, code.scope, now, session, refresh=refresh)
         db.session.commit()
         return issued
 
@@ -279,9 +334,11 @@ class Grants:
                        session.last_active_at + timedelta(seconds=self._settings.session_idle_ttl))
         return _epoch(ends)
 
-    def _issue(self, family: SimpleNamespace, client: Client, scope: str, with_refresh: bool, now,
+    def _issue(self, family: SimpleNamespace, client: Client, scope: str, now,
                session: BrowserSession | SimpleNamespace | None, confirm_client=None,
-               insert_refresh: bool = True) -> tuple[IssuedTokens, dict | None]:
+               refresh: str | None = None) -> IssuedTokens:
+        """Sign and record an access token of the grant; `refresh`, the refresh token to hand out
+        beside it, is stored by the caller."""
         # `family` is the grant as the code exchange wrote it or as the refresh lookup found it;
         # `session`, the code's ORM row or the lookup's read-only copy.
         expires_at = self._access_token_expiry(now, session)
@@ -291,16 +348,7 @@ class Grants:
         # Recorded before the caller commits: if the commit fails, the token never reaches the app.
         self._record(AccessTokenRecord(jti, client.client_id, family.user_id, family.session_id, family.id, scope),
                      expires_at, confirm_client)
-        refresh = refresh_row = None
-        if with_refresh:
-            refresh = random_token(32)
-            idle_expiry = now + timedelta(seconds=self._settings.refresh_token_idle_ttl)
-            refresh_row = {"token_hash": sha256_hex(refresh), "family_id": family.id, "created_at": now,
-                           "expires_at": min(idle_expiry, family.expires_at)}
-            if insert_refresh:
-                # A plain INSERT: the ORM's unit of work costs more than the statement on this hot path.
-                execute_core(_INSERT_REFRESH_TOKEN, refresh_row)
-        return IssuedTokens(token, max(0, expires_at - _epoch(now)), scope, family.id, refresh, jti), refresh_row
+        return IssuedTokens(token, max(0, expires_at - _epoch(now)), scope, family.id, refresh, jti)
 
     def _sign_access_token(self, *, client: Client, subject: str, scope: str, now, expires_at: int,
                            family: SimpleNamespace | None):
@@ -335,12 +383,12 @@ class Grants:
         return _found_refresh_token(row) if row is not None else None
 
     def refresh_token_usable(self, found: FoundRefreshToken, now=None) -> bool:
-        return found.token.used_at is None and self._refresh_chain_alive(found, now or utcnow())
-
-    def _refresh_chain_alive(self, found: FoundRefreshToken, now) -> bool:
+        """What _CONSUME_USABLE_REFRESH_TOKEN asks of a token, its client aside, for one already read."""
+        now = now or utcnow()
         family = found.family
         return (
-            found.token.expires_at > now
+            found.token.used_at is None
+            and found.token.expires_at > now
             and family.revoked_at is None
             and family.expires_at > now
             and (family.session_id is None or (found.session is not None and self._session_alive(found.session, now)))
@@ -349,51 +397,89 @@ class Grants:
     def _session_alive(self, session: BrowserSession, now) -> bool:
         return session.ended_at is None and not past_limits(session, self._settings.session_idle_ttl, now)
 
-    def rotate_refresh_token(self, found: FoundRefreshToken, client: Client, scope: str | None,
-                             touch_session=None, confirm_client=None) -> IssuedTokens:
+    def _refresh_idle_expiry(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self._settings.refresh_token_idle_ttl)
+
+    def rotate_refresh_token(self, presented: str, client: Client, narrow_scope=None, touch_session=None,
+                             confirm_client=None) -> IssuedTokens:
         """Consume the refresh token and issue a new pair; a reused token revokes its whole family.
 
-        `touch_session(session_id)` records the session's activity once the rotation has committed;
-        `confirm_client` is called as for `issue_client_credentials`, before anything is written."""
-        rt, family = found.token, found.family
-        if family.client_id != client.client_id:
-            raise GrantError("refresh token of another client")
+        The token is consumed, and its successor stored, before anything is signed: on PostgreSQL in
+        the same single statement that reads the grant. Whatever fails after that (the scope asked
+        for, the client copy found stale, the shared store) puts the token back as it was, so a
+        refused refresh leaves nothing used and the app's retry is not taken for a replay.
+        `narrow_scope(granted)` returns the scope to issue or raises; `touch_session(session_id)`
+        records the session's activity once the rotation has committed; `confirm_client` is called
+        as for `issue_client_credentials`."""
+        if not isinstance(presented, str) or not presented or len(presented) > 200:
+            raise GrantError("invalid refresh token")
+        presented_hash = sha256_hex(presented)
+        successor = random_token(32)
+        successor_hash = sha256_hex(successor)
         now = utcnow()
-        if rt.used_at is None and not self._refresh_chain_alive(found, now):
+        found = self._consume(presented_hash, client.client_id, now, successor_hash)
+        if found is None:
+            self._refuse(presented_hash, client.client_id)
+        family, session = found.family, found.session
+        try:
+            scope = narrow_scope(family.scope) if narrow_scope is not None else family.scope
+            issued = self._issue(family, client, scope, now, session, confirm_client, refresh=successor)
+        except Exception:
+            self._release(presented_hash, successor_hash)
+            raise
+        # Only when the recorded activity is older than the touch interval: most refreshes write nothing more.
+        if (touch_session is not None and session is not None
+                and session.last_active_at < now - timedelta(seconds=self._settings.session_touch_interval)):
+            touch_session(session.id)
+        return issued
+
+    def _consume(self, presented_hash: str, client_id: str, now, successor_hash: str) -> FoundRefreshToken | None:
+        """Mark the presented token used and store its successor, atomically, when the token can be
+        used by this client (see _CONSUME_USABLE_REFRESH_TOKEN); the token, its grant and session as
+        they were read, or None when nothing was consumed."""
+        params = {"presented_hash": presented_hash, "presenting_client": client_id, "now": now,
+                  "idle_cutoff": now - timedelta(seconds=self._settings.session_idle_ttl)}
+        successor_expiry = self._refresh_idle_expiry(now)
+        if db.engine.dialect.name == "postgresql":
+            row = alone(_ROTATE_REFRESH_TOKEN, {**params, "successor_hash": successor_hash,
+                                                "successor_idle_expiry": successor_expiry})[1]
+            return _found_refresh_token(row) if row is not None else None
+        if not execute_core(_CONSUME_USABLE_REFRESH_TOKEN, params).rowcount:
+            db.session.rollback()
+            return None
+        found = _found_refresh_token(execute_core(_FIND_REFRESH_TOKEN, params).mappings().one())
+        execute_core(_INSERT_REFRESH_TOKEN, {"token_hash": successor_hash, "family_id": found.family.id,
+                                             "created_at": now,
+                                             "expires_at": min(successor_expiry, found.family.expires_at)})
+        db.session.commit()
+        return found
+
+    def _refuse(self, presented_hash: str, client_id: str) -> NoReturn:
+        """Why a presented token was not consumed; raises GrantError, and revokes the grant of a
+        token that was used before, or by a concurrent request a moment ago: whoever holds it, the
+        grant is compromised."""
+        row = alone(_FIND_REFRESH_TOKEN, {"presented_hash": presented_hash})[1]
+        found = _found_refresh_token(row) if row is not None else None
+        if found is None or found.family.client_id != client_id:
+            raise GrantError("unknown refresh token, or another client's")
+        if found.token.used_at is None:
             raise GrantError("refresh token expired or revoked")
-        if rt.used_at is None:
-            # The new pair is signed and its access token recorded (and the client confirmed) before
-            # the old token is consumed: when consuming fails, nothing issued has left this process.
-            issued, successor = self._issue(family, client, scope or family.scope, True, now, found.session,
-                                            confirm_client, insert_refresh=False)
-            if self._consume_and_replace(rt.token_hash, now, successor):
-                session = found.session
-                # Only when the recorded activity is older than the touch interval: most refreshes write nothing more.
-                if (touch_session is not None and session is not None
-                        and session.last_active_at < now - timedelta(seconds=self._settings.session_touch_interval)):
-                    touch_session(session.id)
-                return issued
-        # Used before, or by a concurrent request a moment ago: whoever holds it, the grant is compromised.
-        self.revoke_family(family.id, "refresh_token_reused")
+        self.revoke_family(found.family.id, "refresh_token_reused")
         db.session.commit()
         raise GrantError("refresh token already used", replay=True)
 
     @staticmethod
-    def _consume_and_replace(presented_hash: str, now, successor: dict) -> bool:
-        """Mark the presented refresh token used and store its successor, atomically; False when it
-        was already used (the UPDATE … WHERE used_at IS NULL matched nothing)."""
-        consume = {"presented_hash": presented_hash, "consumed_at": now}
-        if db.engine.dialect.name == "postgresql":
-            # Bind names differ from the inserted columns', which an INSERT would take as its values.
-            return alone(_ROTATE_REFRESH_TOKEN, {**consume, "successor_hash": successor["token_hash"],
-                                                 "successor_created_at": successor["created_at"],
-                                                 "successor_expires_at": successor["expires_at"]})[0] == 1
-        if not execute_core(_CONSUME_REFRESH_TOKEN, consume).rowcount:
+    def _release(presented_hash: str, successor_hash: str) -> None:
+        """Undo a consumption whose new pair never left this process. Should this fail too, the token
+        stays used and the app's next attempt revokes the grant: the app signs in again (fail closed)."""
+        try:
             db.session.rollback()
-            return False
-        execute_core(_INSERT_REFRESH_TOKEN, successor)
-        db.session.commit()
-        return True
+            execute_core(_RELEASE_REFRESH_TOKEN, {"presented_hash": presented_hash})
+            execute_core(_DROP_REFRESH_TOKEN, {"successor_hash": successor_hash})
+            db.session.commit()
+        except Exception:
+            log.exception("a refresh token consumed by a failed rotation could not be put back")
+            db.session.rollback()
 
     # -- revocation and validation --------------------------------------------------------
 

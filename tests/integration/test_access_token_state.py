@@ -7,8 +7,14 @@ process only, so the cross-instance tests run on PostgreSQL + Redis.
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from sqlalchemy import select, update
+
+from idp.extensions import db
+from idp.storage.models import BrowserSession, RefreshToken, utcnow
+from idp.storage.store import StoreUnavailable
 from tests.integration.mfa_support import services_of
 from tests.support import PASSWORD, OIDCBrowser, bearer, introspect, jwt_payload, refresh, token_request
 
@@ -115,8 +121,9 @@ def test_a_refresh_answered_from_a_stale_copy_runs_again_and_rotates_once(two_in
     assert rotated.status_code == 200
     with first.app_context():
         services_of(first).clients.update(rp["client_id"], name="Alarm panel app 2")
-    # The copy is found stale when the new access token is recorded, before the refresh token is
-    # consumed: the grant runs again from the database, and this is no reuse of the token.
+    # The copy is found stale when the new access token is recorded, after the refresh token was
+    # consumed: the token is put back and the grant runs again from the database, and this is no
+    # reuse of the token.
     again = refresh(second.test_client(), rp, rotated.json["refresh_token"])
     assert again.status_code == 200, again.json
     assert introspect(second.test_client(), rp, again.json["access_token"]).json["active"] is True
@@ -288,9 +295,62 @@ def test_with_redis_down_the_token_endpoints_answer_503_and_never_active(make_ap
     client = down.test_client()
     for response in (token_request(client, machine, {"grant_type": "client_credentials"}),
                      introspect(client, rp, tokens["access_token"]),
-                     client.get("/userinfo", headers=bearer(tokens["access_token"]))):
+                     client.get("/userinfo", headers=bearer(tokens["access_token"])),
+                     refresh(client, rp, tokens["refresh_token"])):
         assert response.status_code == 503, response.get_data(as_text=True)
         assert response.json["error"] == "temporarily_unavailable"
+    assert refresh(up.test_client(), rp, tokens["refresh_token"]).status_code == 200  # once Redis is back
+
+
+def test_a_refresh_through_a_session_idle_past_its_limit_is_refused_and_consumes_nothing(make_app):
+    app = make_app()
+    rp = _app_client(app)
+    _user(app)
+    tokens = _signed_in_tokens(app, rp)
+    session_id = jwt_payload(tokens["access_token"])["sid"]
+    idle = timedelta(seconds=services_of(app).settings.session_idle_ttl)
+
+    def last_active(when):
+        with app.app_context():
+            db.session.execute(update(BrowserSession).where(BrowserSession.id == session_id)
+                               .values(last_active_at=when))
+            db.session.commit()
+
+    # Not yet swept: the session is still open, but idle past its limit.
+    last_active(utcnow() - idle - timedelta(seconds=1))
+    assert refresh(app.test_client(), rp, tokens["refresh_token"]).json["error"] == "invalid_grant"
+    # The refusal used nothing: within the limit again, the same token rotates, and is no replay.
+    last_active(utcnow())
+    assert refresh(app.test_client(), rp, tokens["refresh_token"]).status_code == 200
+
+
+def _refresh_token_rows(app) -> dict:
+    with app.app_context():
+        return {row.token_hash: row.used_at for row in db.session.scalars(select(RefreshToken))}
+
+
+def test_a_refresh_that_fails_after_consuming_its_token_puts_it_back(make_app, monkeypatch):
+    app = make_app()
+    rp = _app_client(app)
+    _user(app)
+    tokens = _signed_in_tokens(app, rp)
+    stored = _refresh_token_rows(app)
+
+    def store_fails(*args, **kwargs):
+        raise StoreUnavailable("the store went away while the access token was recorded")
+
+    # The token is consumed and its successor stored before the access token is recorded.
+    monkeypatch.setattr(services_of(app).grants.access_tokens, "record", store_fails)
+    failed = refresh(app.test_client(), rp, tokens["refresh_token"])
+    assert failed.status_code == 503 and failed.json["error"] == "temporarily_unavailable"
+    assert _refresh_token_rows(app) == stored  # unused again, and no successor left behind
+    monkeypatch.undo()
+    # So the app's retry rotates, and is not taken for a replay.
+    retried = refresh(app.test_client(), rp, tokens["refresh_token"])
+    assert retried.status_code == 200, retried.json
+    assert introspect(app.test_client(), rp, retried.json["access_token"]).json["active"] is True
+    assert refresh(app.test_client(), rp, tokens["refresh_token"]).json["error"] == "invalid_grant"
+    assert introspect(app.test_client(), rp, retried.json["access_token"]).json == {"active": False}
 
 
 # -- the same guarantees on a Sentinel-managed Redis and on a Redis Cluster ----------------------------

@@ -60,21 +60,47 @@ def test_a_code_is_consumed_once_and_returns_its_row_as_sqlalchemy_reads_it(app,
         "family-of-this-code"
 
 
-def _rotation(presented: str, successor: str) -> dict:
+def _rotation(presented: str, successor: str, client_id: str) -> dict:
     now = utcnow()
-    return {"presented_hash": grants.sha256_hex(presented), "consumed_at": now,
-            "successor_hash": grants.sha256_hex(successor), "successor_created_at": now,
-            "successor_expires_at": now + timedelta(days=1)}
+    return {"presented_hash": grants.sha256_hex(presented), "presenting_client": client_id, "now": now,
+            "idle_cutoff": now - timedelta(hours=1), "successor_hash": grants.sha256_hex(successor),
+            "successor_idle_expiry": now + timedelta(days=1)}
 
 
-def test_a_write_counts_its_rows_and_commits_by_itself(backend, svc, refresh_token):
+def test_a_rotation_consumes_once_stores_the_successor_and_reads_the_grant(backend, svc, refresh_token, rp):
     if backend != "postgres":
-        pytest.skip("rotation is one statement on PostgreSQL only; SQLite runs two in a transaction")
-    assert alone(grants._ROTATE_REFRESH_TOKEN, _rotation(refresh_token, "successor"))[0] == 1
-    assert alone(grants._ROTATE_REFRESH_TOKEN, _rotation(refresh_token, "another"))[0] == 0  # used already
+        pytest.skip("rotation is one statement on PostgreSQL only; SQLite runs three in a transaction")
+    lookup = {"presented_hash": grants.sha256_hex(refresh_token)}
+    before = alone(grants._FIND_REFRESH_TOKEN, lookup)[1]
+    rotation = _rotation(refresh_token, "successor", rp["client_id"])
+    rowcount, row = alone(grants._ROTATE_REFRESH_TOKEN, rotation)
+    # The grant and session as the lookup reads them, the token now used.
+    assert rowcount == 1 and row == {**before, "token.used_at": rotation["now"]}
+    assert alone(grants._ROTATE_REFRESH_TOKEN, _rotation(refresh_token, "another", rp["client_id"])) == (0, None)
     db.session.rollback()  # committed by itself: nothing of the request's transaction holds it
-    stored = db.session.scalars(select(RefreshToken.token_hash)).all()
-    assert grants.sha256_hex("successor") in stored and grants.sha256_hex("another") not in stored
+    stored = {row.token_hash: row for row in db.session.scalars(select(RefreshToken))}
+    assert grants.sha256_hex("another") not in stored
+    successor = stored[grants.sha256_hex("successor")]
+    assert successor.used_at is None and successor.family_id == before["family.id"]
+    assert successor.expires_at == rotation["successor_idle_expiry"]  # the grant lives longer
+
+
+def test_a_rotation_consumes_nothing_it_may_not_use(backend, svc, refresh_token, rp):
+    if backend != "postgres":
+        pytest.skip("rotation is one statement on PostgreSQL only")
+    lookup = {"presented_hash": grants.sha256_hex(refresh_token)}
+    token_expiry = alone(grants._FIND_REFRESH_TOKEN, lookup)[1]["token.expires_at"]
+    refused = {
+        "another client": {"presenting_client": "another-client"},
+        "the session idle too long": {"idle_cutoff": utcnow() + timedelta(seconds=1)},
+        "past the token's expiry": {"now": token_expiry + timedelta(seconds=1)},
+    }
+    for case, change in refused.items():
+        assert alone(grants._ROTATE_REFRESH_TOKEN, {**_rotation(refresh_token, case, rp["client_id"]),
+                                                     **change}) == (0, None), case
+    assert alone(grants._FIND_REFRESH_TOKEN, lookup)[1]["token.used_at"] is None
+    assert db.session.scalar(select(RefreshToken).where(RefreshToken.token_hash.in_(
+        [grants.sha256_hex(case) for case in refused]))) is None
 
 
 def test_errors_are_sqlalchemys_and_leave_nothing_behind(backend, svc, refresh_token, rp):
@@ -82,7 +108,7 @@ def test_errors_are_sqlalchemys_and_leave_nothing_behind(backend, svc, refresh_t
         pytest.skip("the driver path is PostgreSQL's")
     # The successor's hash is taken: a unique violation, raised as SQLAlchemy raises it, and the
     # presented token stays unused, since the statement is atomic.
-    taken = _rotation(refresh_token, refresh_token)
+    taken = _rotation(refresh_token, refresh_token, rp["client_id"])
     with pytest.raises(exc.IntegrityError):
         alone(grants._ROTATE_REFRESH_TOKEN, taken)
     lookup = {"presented_hash": grants.sha256_hex(refresh_token)}
@@ -91,17 +117,18 @@ def test_errors_are_sqlalchemys_and_leave_nothing_behind(backend, svc, refresh_t
         alone(text("SELECT * FROM no_such_table"))
     # A naive time is refused before it is sent, as the UTC column type refuses it everywhere.
     with pytest.raises(exc.StatementError):
-        alone(grants._ROTATE_REFRESH_TOKEN, {**_rotation(refresh_token, "x"), "consumed_at": datetime(2026, 1, 1)})
+        alone(grants._ROTATE_REFRESH_TOKEN, {**_rotation(refresh_token, "x", rp["client_id"]),
+                                             "now": datetime(2026, 1, 1)})
 
 
-def test_connections_go_back_in_transaction_mode(backend, svc, refresh_token):
+def test_connections_go_back_in_transaction_mode(backend, svc, refresh_token, rp):
     if backend != "postgres":
         pytest.skip("the driver path is PostgreSQL's")
     lookup = {"presented_hash": grants.sha256_hex(refresh_token)}
     for _ in range(3):
         alone(grants._FIND_REFRESH_TOKEN, lookup)
         with pytest.raises(exc.IntegrityError):
-            alone(grants._ROTATE_REFRESH_TOKEN, _rotation(refresh_token, refresh_token))
+            alone(grants._ROTATE_REFRESH_TOKEN, _rotation(refresh_token, refresh_token, rp["client_id"]))
     db.session.remove()
     pool = db.engine.pool
     held = [db.engine.raw_connection() for _ in range(pool.size())]  # every pooled connection at once
