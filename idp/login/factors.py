@@ -83,6 +83,12 @@ FACTORS: dict[str, SecondFactor] = {
 }
 
 
+def usable(methods: list[str], require_possession: bool) -> list[str]:
+    """The methods that may finish this sign-in: only possession factors when the app asked for
+    the multi-factor level (or a step-up)."""
+    return [m for m in methods if FACTORS[m].possession] if require_possession else methods
+
+
 def amr_after(flow: LoginFlow, factor: SecondFactor, proven: tuple[str, ...]) -> list[str]:
     amr = list(dict.fromkeys(flow.amr + list(proven)))
     if factor.possession and "pwd" in amr:

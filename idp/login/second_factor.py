@@ -9,7 +9,7 @@ from flask import redirect, render_template, request, url_for
 
 from idp.domain.errors import ServiceUnavailable, Throttled
 from idp.login import bp
-from idp.login.factors import FACTORS, amr_after
+from idp.login.factors import FACTORS, amr_after, usable
 from idp.login.finish import finish_sign_in
 from idp.login.flow import SECOND_FACTOR, LoginFlow, current_flow, discard_flow, save_flow
 from idp.services import services
@@ -38,9 +38,7 @@ def _flow_user_and_methods():
     if flow is None or not services().accounts.can_sign_in(user):
         discard_flow(flow)
         return None, None, []
-    if flow.require_possession:
-        methods = [m for m in methods if FACTORS[m].possession]
-    return flow, user, methods
+    return flow, user, usable(methods, flow.require_possession)
 
 
 @bp.get("/login/2fa")

@@ -9,7 +9,7 @@ from flask import make_response, redirect, render_template, request, url_for
 from idp.domain.acr import ACR_MULTI_FACTOR, ACR_TWO_STEP
 from idp.domain.errors import DomainError, ServiceUnavailable, Throttled
 from idp.login import bp
-from idp.login.factors import FACTORS
+from idp.login.factors import usable
 from idp.login.finish import finish_sign_in
 from idp.login.flow import start_flow
 from idp.services import services
@@ -67,22 +67,19 @@ def sign_in_submit():
 
 
 def _step_up(user, amr: list[str], next_url: str, acr: str):
-    methods = services().factors.methods(user)
-    if acr == ACR_MULTI_FACTOR:
-        methods = [m for m in methods if FACTORS[m].possession]
+    need_possession = acr == ACR_MULTI_FACTOR
+    methods = usable(services().factors.methods(user), require_possession=need_possession)
     if not methods:
         # Nothing proven here, so nothing is finished: the person is led to enrol a factor first.
         return render_template("login/needs_factor.html", next_url=next_url), 403
-    start_flow(user.id, amr, next_url, require_possession=acr == ACR_MULTI_FACTOR, method=methods[0])
+    start_flow(user.id, amr, next_url, require_possession=need_possession, method=methods[0])
     return redirect(url_for("login.second_factor"), code=303)
 
 
 def _continue_after_first_factor(user, amr: list[str], next_url: str, acr: str | None):
     svc = services()
-    methods = svc.factors.methods(user)
     need_possession = acr == ACR_MULTI_FACTOR
-    if need_possession:
-        methods = [m for m in methods if FACTORS[m].possession]
+    methods = usable(svc.factors.methods(user), require_possession=need_possession)
     if not methods:
         # Nothing more to ask. If the app required more, the protocol side answers it with
         # unmet_authentication_requirements; the person can enrol a factor at /account/security.
