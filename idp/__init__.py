@@ -56,12 +56,11 @@ def _engine_options(url: str) -> dict:
 
 
 def _init_extensions(app: Flask, settings: Settings) -> None:
-    from idp.extensions import csrf, db, migrate
+    from idp.extensions import csrf, db
     from idp.services import Services
     from idp.storage.store import create_store
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     app.extensions["idp"] = Services.build(settings, create_store(settings.redis_url, settings.redis_prefix))
     from idp.services.profiles import track_user_changes

@@ -1,6 +1,5 @@
 """Extension objects, created unbound and wired to the app in create_app."""
 
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
@@ -17,5 +16,4 @@ naming_convention = {
 # Objects keep their loaded values after a commit: a request reading what it just wrote would
 # otherwise reload every row it touched with one SELECT each (a sign-in made a dozen).
 db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention), session_options={"expire_on_commit": False})
-migrate = Migrate()
 csrf = CSRFProtect()

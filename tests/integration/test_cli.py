@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from idp.cli import main
+from idp.cli import SCHEMA_REVISION, main
 from idp.settings import PROJECT_ROOT
 from tests.conftest import RUN_ID, fresh_pg_database
 from tests.receivers import listener
@@ -46,6 +46,26 @@ def test_init_is_idempotent_and_creates_keys_once(run):
     assert first["migrated_to"] == HEAD_REVISION and len(first["keys_created"]) == 2
     again = _json(run("init"))
     assert again["keys_created"] == []
+
+
+def test_the_schema_revision_serving_commands_expect_is_the_newest_migration():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_REVISION] == [HEAD_REVISION]
+
+
+def test_a_database_not_initialised_or_unreachable_is_refused_with_a_clear_error(run, pg_url):
+    create = ("users", "create", "--email", "owner@example.com", "--password", "a long passphrase here")
+    with fresh_pg_database(f"idp_cli_ready_{RUN_ID}") as url:
+        refused = run(*create, IDP_DATABASE_URL=url)
+        assert refused.exit_code == 2 and json.loads(refused.stderr)["error"] == "database_not_ready"
+        assert _json(run("init", IDP_DATABASE_URL=url))["migrated_to"] == SCHEMA_REVISION
+        assert _json(run(*create, IDP_DATABASE_URL=url))["email"] == "owner@example.com"
+    closed = run(*create, IDP_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    assert closed.exit_code == 2 and json.loads(closed.stderr)["error"] == "database_unavailable"
 
 
 def test_users_create_prints_the_account_and_refuses_duplicates(run):
