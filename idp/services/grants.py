@@ -205,6 +205,11 @@ class ActiveAccessToken:
         return set(self.scope.split())
 
 
+def _presentable(value) -> bool:
+    """A code or refresh token worth hashing and looking up: a non-empty string of sane length."""
+    return isinstance(value, str) and 0 < len(value) <= 200
+
+
 def _epoch(value: datetime) -> int:
     return int(value.timestamp())
 
@@ -245,7 +250,7 @@ class Grants:
 
     def consume_code(self, code: str, client_id: str) -> ConsumedCode:
         """Mark the code used and return it; a second use revokes what the first one issued."""
-        if not isinstance(code, str) or not code or len(code) > 200:
+        if not _presentable(code):
             raise GrantError("invalid code")
         code_hash = sha256_hex(code)
         now = utcnow()
@@ -377,7 +382,7 @@ class Grants:
     # -- refresh -----------------------------------------------------------------------------
 
     def find_refresh_token(self, token: str) -> FoundRefreshToken | None:
-        if not isinstance(token, str) or not token or len(token) > 200:
+        if not _presentable(token):
             return None
         row = alone(_FIND_REFRESH_TOKEN, {"presented_hash": sha256_hex(token)})[1]
         return _found_refresh_token(row) if row is not None else None
@@ -411,7 +416,7 @@ class Grants:
         `narrow_scope(granted)` returns the scope to issue or raises; `touch_session(session_id)`
         records the session's activity once the rotation has committed; `confirm_client` is called
         as for `issue_client_credentials`."""
-        if not isinstance(presented, str) or not presented or len(presented) > 200:
+        if not _presentable(presented):
             raise GrantError("invalid refresh token")
         presented_hash = sha256_hex(presented)
         successor = random_token(32)
