@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import unicodedata
 
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from idp.crypto.argon2_memory import MemoryReusingHasher, shared_working_memory
 
 
 def normalise_password(password: str) -> str:
@@ -16,7 +17,8 @@ def normalise_password(password: str) -> str:
 
 class Passwords:
     def __init__(self, time_cost: int, memory_kib: int, parallelism: int, at_once: int):
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+        self._hasher = MemoryReusingHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
+                                           memory=shared_working_memory())
         # Each hash holds memory_kib of memory while it runs. Beyond a few at once a process gains no
         # speed (argon2 already keeps `parallelism` threads busy per hash) but can run out of memory:
         # eight gunicorn threads signing in together would otherwise hold 512 MiB with the defaults.

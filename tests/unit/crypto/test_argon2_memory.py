@@ -1,0 +1,156 @@
+"""argon2id verification that lends libargon2 its working memory from a pool (idp/crypto/argon2_memory)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.low_level import ffi
+
+from idp.crypto import argon2_memory
+from idp.crypto.argon2_memory import MemoryReusingHasher, WorkingMemory, shared_working_memory
+from idp.crypto.passwords import Passwords
+
+PASSWORD = "correct horse battery staple"
+SMALL = {"time_cost": 1, "memory_cost": 1024, "parallelism": 2}
+
+
+@pytest.fixture
+def memory() -> WorkingMemory:
+    return WorkingMemory(keep_seconds=60)
+
+
+@pytest.fixture
+def hasher(memory) -> MemoryReusingHasher:
+    return MemoryReusingHasher(**SMALL, memory=memory)
+
+
+@pytest.mark.parametrize("params", [SMALL, {"time_cost": 2, "memory_cost": 2048, "parallelism": 1},
+                                    {"time_cost": 3, "memory_cost": 512, "parallelism": 4},
+                                    {"time_cost": 1, "memory_cost": 1024, "parallelism": 2, "salt_len": 32,
+                                     "hash_len": 64}])
+def test_agrees_with_argon2_cffi_on_every_parameter_set(hasher, memory, params):
+    stored = PasswordHasher(**params).hash(PASSWORD)
+    assert hasher.verify(stored, PASSWORD) is True
+    with pytest.raises(VerifyMismatchError):
+        hasher.verify(stored, PASSWORD + "!")
+    with pytest.raises(VerifyMismatchError):
+        hasher.verify(stored, "")
+    assert memory.buffers_made == 1, "the check went through the pool"
+
+
+def test_one_buffer_serves_every_check_in_turn(hasher, memory):
+    stored = hasher.hash(PASSWORD)
+    for _ in range(5):
+        assert hasher.verify(stored, PASSWORD) is True
+    assert memory.buffers_made == 1
+    assert memory.held_bytes() == SMALL["memory_cost"] * 1024
+
+
+def test_a_returned_buffer_holds_nothing_of_the_hash(hasher, memory):
+    # libargon2 clears its working memory before the free hook gives it back; a kept buffer must not
+    # keep blocks derived from a password.
+    hasher.verify(hasher.hash(PASSWORD), PASSWORD)
+    [(size, buffer, _)] = memory._idle
+    assert size == SMALL["memory_cost"] * 1024
+    assert not any(bytes(ffi.buffer(buffer, size)))
+
+
+def test_checks_at_once_each_get_their_own_buffer(hasher, memory):
+    stored = hasher.hash(PASSWORD)
+    results: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def check():
+        barrier.wait(10)
+        results.append(hasher.verify(stored, PASSWORD))
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == [True] * 4
+    assert 1 <= memory.buffers_made <= 4
+    assert not memory._lent, "every buffer came back"
+
+
+def test_idle_buffers_are_let_go():
+    memory = WorkingMemory(keep_seconds=0.2)
+    hasher = MemoryReusingHasher(**SMALL, memory=memory)
+    hasher.verify(hasher.hash(PASSWORD), PASSWORD)
+    assert memory.held_bytes() > 0
+    deadline = time.monotonic() + 10
+    while memory.held_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert memory.held_bytes() == 0
+
+
+def test_a_forked_child_holds_none_of_its_parents_buffers():
+    memory = shared_working_memory()
+    hasher = MemoryReusingHasher(**SMALL, memory=memory)
+    hasher.verify(hasher.hash(PASSWORD), PASSWORD)
+    assert memory.held_bytes() > 0
+    child = os.fork()
+    if child == 0:  # pragma: no cover (runs in the child)
+        os._exit(0 if memory.held_bytes() == 0 and not memory._lent else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert memory.held_bytes() > 0, "the parent keeps its own"
+
+
+@pytest.mark.parametrize("stored", [
+    PasswordHasher(**SMALL, type=Type.I).hash(PASSWORD),
+    PasswordHasher(**SMALL, type=Type.D).hash(PASSWORD),
+])
+def test_other_argon2_forms_are_checked_by_argon2_cffi(hasher, memory, stored):
+    assert hasher.verify(stored, PASSWORD) is True
+    with pytest.raises(VerifyMismatchError):
+        hasher.verify(stored, "wrong")
+    assert memory.buffers_made == 0
+
+
+@pytest.mark.parametrize("garbage", [
+    "$argon2id$v=19$m=1024,t=1,p=2$c29tZXNhbHRzb21lc2FsdA$!!!notbase64!!!",
+    "$argon2id$v=19$m=1024,t=1,p=2$c29tZXNhbHRzb21lc2FsdA",
+    "$argon2id$v=19$m=99999999999,t=1,p=2$c29tZXNhbHRzb21lc2FsdA$c29tZWhhc2g",
+    "not a hash",
+])
+def test_malformed_hashes_are_refused(hasher, garbage):
+    with pytest.raises((InvalidHashError, VerificationError)):
+        hasher.verify(garbage, PASSWORD)
+
+
+def test_parameters_libargon2_refuses_fail_the_check(hasher):
+    # Four lanes need at least 8 × 4 KiB: libargon2 answers with an error code, not a crash.
+    with pytest.raises(VerificationError):
+        hasher.verify("$argon2id$v=19$m=8,t=1,p=4$c29tZXNhbHRzb21lc2FsdA$c29tZWhhc2hzb21laGFzaA", PASSWORD)
+
+
+def test_a_failed_allocation_fails_the_check_closed(hasher, memory, monkeypatch):
+    stored = hasher.hash(PASSWORD)
+
+    def out_of_memory(size):
+        raise MemoryError
+
+    monkeypatch.setattr(argon2_memory, "_new_buffer", out_of_memory)
+    with pytest.raises(VerificationError):
+        hasher.verify(stored, PASSWORD)
+    passwords = Passwords(1, 1024, 2, 1)
+    passwords._hasher = hasher
+    assert passwords.verify(stored, PASSWORD) is False
+
+
+def test_idps_password_checks_take_the_pool():
+    passwords = Passwords(1, 1024, 2, 1)
+    memory = shared_working_memory()
+    stored = passwords.hash(PASSWORD)
+    memory.trim(everything=True)
+    assert passwords.verify(stored, PASSWORD) is True
+    assert passwords.verify(stored, "wrong") is False
+    assert memory.held_bytes() == 1024 * 1024, "both checks used one kept buffer"
+    assert memory._lent == {}
