@@ -60,7 +60,7 @@ def test_a_returned_buffer_holds_nothing_of_the_hash(hasher, memory):
     assert not any(bytes(ffi.buffer(buffer, size)))
 
 
-def test_checks_at_once_each_get_their_own_buffer(hasher, memory):
+def test_checks_at_once_all_verify_and_give_their_buffers_back(hasher, memory):
     stored = hasher.hash(PASSWORD)
     results: list[bool] = []
     barrier = threading.Barrier(4)
