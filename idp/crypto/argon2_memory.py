@@ -7,8 +7,9 @@ here a buffer is lent for the hash, wiped by libargon2 before it comes back (it 
 working memory before calling the free hook), and kept for the next check. Buffers idle for
 `keep_seconds` are let go, so a worker holds no more memory between bursts of sign-ins than before.
 
-Only the form idp writes (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) takes this path; any other
-stored hash is checked by argon2-cffi as it stands.
+New hashes are made the same way, in the form argon2-cffi writes. Only that form
+(`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) is checked on this path; any other stored hash is checked
+by argon2-cffi as it stands.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import time
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import HashingError, InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import ARGON2_VERSION, Type, core, error_to_str, ffi, lib
 
 _IDP_FORM = re.compile(
@@ -33,6 +34,10 @@ _IDP_FORM = re.compile(
 
 def _unpadded_b64(text: bytes) -> bytes:
     return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+
+
+def _b64_unpadded(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii").rstrip("=")
 
 
 def _new_buffer(size: int):
@@ -125,11 +130,22 @@ def shared_working_memory() -> WorkingMemory | None:
 
 
 class MemoryReusingHasher(PasswordHasher):
-    """argon2-cffi's PasswordHasher whose verify borrows its working memory from a pool."""
+    """argon2-cffi's PasswordHasher whose argon2id hashes and checks borrow their working memory
+    from a pool."""
 
     def __init__(self, *args, memory: WorkingMemory | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.memory = memory
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        # A sign-in whose hash has old parameters is hashed again right after its check.
+        if self.memory is None or self.type is not Type.ID:
+            return super().hash(password, salt=salt)
+        salt = salt or os.urandom(self.salt_len)
+        derived = self._derive(self._secret(password), salt, self.memory_cost, self.time_cost, self.parallelism,
+                               self.hash_len, HashingError)
+        return (f"$argon2id$v={ARGON2_VERSION}$m={self.memory_cost},t={self.time_cost},p={self.parallelism}"
+                f"${_b64_unpadded(salt)}${_b64_unpadded(derived)}")
 
     def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002 (the parent's name)
         encoded = hash.encode("ascii") if isinstance(hash, str) else hash
@@ -143,20 +159,26 @@ class MemoryReusingHasher(PasswordHasher):
             salt, expected = _unpadded_b64(found.group(4)), _unpadded_b64(found.group(5))
         except (binascii.Error, ValueError):
             raise InvalidHashError from None
-        secret = password.encode(self.encoding) if isinstance(password, str) else password
-        out = ffi.new("uint8_t[]", len(expected))
-        pwd = ffi.new("uint8_t[]", secret)
-        salt_buffer = ffi.new("uint8_t[]", salt)
+        derived = self._derive(self._secret(password), salt, memory_kib, time_cost, lanes, len(expected),
+                               VerificationError)
+        if not hmac.compare_digest(derived, expected):
+            raise VerifyMismatchError()
+        return True
+
+    def _secret(self, password: str | bytes) -> bytes:
+        return password.encode(self.encoding) if isinstance(password, str) else password
+
+    def _derive(self, secret: bytes, salt: bytes, memory_kib: int, time_cost: int, lanes: int, length: int,
+                error: type[Exception]) -> bytes:
+        out = ffi.new("uint8_t[]", length)
         context = ffi.new("argon2_context *", {
-            "out": out, "outlen": len(expected), "pwd": pwd, "pwdlen": len(secret),
-            "salt": salt_buffer, "saltlen": len(salt), "secret": ffi.NULL, "secretlen": 0,
+            "out": out, "outlen": length, "pwd": ffi.new("uint8_t[]", secret), "pwdlen": len(secret),
+            "salt": ffi.new("uint8_t[]", salt), "saltlen": len(salt), "secret": ffi.NULL, "secretlen": 0,
             "ad": ffi.NULL, "adlen": 0, "t_cost": time_cost, "m_cost": memory_kib, "lanes": lanes,
             "threads": lanes, "version": ARGON2_VERSION, "allocate_cbk": self.memory.allocate_hook,
             "free_cbk": self.memory.free_hook, "flags": lib.ARGON2_DEFAULT_FLAGS,
         })
         result = core(context, Type.ID.value)
         if result != lib.ARGON2_OK:
-            raise VerificationError(error_to_str(result))
-        if not hmac.compare_digest(bytes(ffi.buffer(out, len(expected))), expected):
-            raise VerifyMismatchError()
-        return True
+            raise error(error_to_str(result))
+        return bytes(ffi.buffer(out, length))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import HashingError, InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import ffi
 
 from idp.crypto import argon2_memory
@@ -41,6 +41,28 @@ def test_agrees_with_argon2_cffi_on_every_parameter_set(hasher, memory, params):
     with pytest.raises(VerifyMismatchError):
         hasher.verify(stored, "")
     assert memory.buffers_made == 1, "the check went through the pool"
+
+
+@pytest.mark.parametrize("params", [SMALL, {"time_cost": 2, "memory_cost": 2048, "parallelism": 1, "salt_len": 32,
+                                              "hash_len": 64}])
+def test_a_hash_is_the_one_argon2_cffi_writes(memory, params):
+    salt = os.urandom(params.get("salt_len", 16))
+    pooled = MemoryReusingHasher(**params, memory=memory)
+    stock = PasswordHasher(**params)
+    assert pooled.hash(PASSWORD, salt=salt) == stock.hash(PASSWORD, salt=salt)
+    made = pooled.hash(PASSWORD)
+    assert stock.verify(made, PASSWORD) is True
+    assert stock.check_needs_rehash(made) is False
+    assert memory.buffers_made == 1, "both hashes went through the pool"
+
+
+def test_a_hash_that_cannot_get_memory_fails(hasher, monkeypatch):
+    def out_of_memory(size):
+        raise MemoryError
+
+    monkeypatch.setattr(argon2_memory, "_new_buffer", out_of_memory)
+    with pytest.raises(HashingError):
+        hasher.hash(PASSWORD)
 
 
 def test_one_buffer_serves_every_check_in_turn(hasher, memory):
@@ -133,6 +155,7 @@ def test_parameters_libargon2_refuses_fail_the_check(hasher):
 
 def test_a_failed_allocation_fails_the_check_closed(hasher, memory, monkeypatch):
     stored = hasher.hash(PASSWORD)
+    memory.trim(everything=True)
 
     def out_of_memory(size):
         raise MemoryError
