@@ -1,4 +1,4 @@
-"""argon2id verification that keeps its working memory from one password check to the next.
+"""argon2id hashing and verification that keep their working memory from one password to the next.
 
 libargon2 allocates `memory_cost` KiB for every hash and frees it afterwards. With the defaults
 that is 64 MiB of fresh pages per sign-in, and the kernel faulting and zeroing them costs about a
@@ -32,11 +32,11 @@ _IDP_FORM = re.compile(
 )
 
 
-def _unpadded_b64(text: bytes) -> bytes:
+def _decode_unpadded_b64(text: bytes) -> bytes:
     return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
 
 
-def _b64_unpadded(raw: bytes) -> str:
+def _encode_unpadded_b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -145,7 +145,7 @@ class MemoryReusingHasher(PasswordHasher):
         derived = self._derive(self._secret(password), salt, self.memory_cost, self.time_cost, self.parallelism,
                                self.hash_len, HashingError)
         return (f"$argon2id$v={ARGON2_VERSION}$m={self.memory_cost},t={self.time_cost},p={self.parallelism}"
-                f"${_b64_unpadded(salt)}${_b64_unpadded(derived)}")
+                f"${_encode_unpadded_b64(salt)}${_encode_unpadded_b64(derived)}")
 
     def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002 (the parent's name)
         encoded = hash.encode("ascii") if isinstance(hash, str) else hash
@@ -156,7 +156,7 @@ class MemoryReusingHasher(PasswordHasher):
         if memory_kib >= 2**32 or time_cost >= 2**32:
             raise InvalidHashError
         try:
-            salt, expected = _unpadded_b64(found.group(4)), _unpadded_b64(found.group(5))
+            salt, expected = _decode_unpadded_b64(found.group(4)), _decode_unpadded_b64(found.group(5))
         except (binascii.Error, ValueError):
             raise InvalidHashError from None
         derived = self._derive(self._secret(password), salt, memory_kib, time_cost, lanes, len(expected),
