@@ -87,19 +87,23 @@ class WorkingMemory:
                 self._arm(self.keep_seconds)
 
     def _arm(self, delay: float) -> None:
-        self._trim_timer = threading.Timer(delay, self.trim)
+        self._trim_timer = threading.Timer(delay, self._trim_when_due)
         self._trim_timer.daemon = True
         self._trim_timer.start()
 
-    def trim(self, everything: bool = False) -> None:
-        """Let go of buffers idle for keep_seconds (all idle ones with everything=True)."""
+    def _trim_when_due(self) -> None:
+        # The timer's own run: let go of what has idled long enough, and come back for the rest.
         with self._lock:
             now = time.monotonic()
-            self._idle = [] if everything else [b for b in self._idle if now - b[2] < self.keep_seconds]
-            if self._trim_timer is not None and threading.current_thread() is self._trim_timer:
-                self._trim_timer = None
-                if self._idle:
-                    self._arm(self.keep_seconds - (now - min(b[2] for b in self._idle)))
+            self._idle = [b for b in self._idle if now - b[2] < self.keep_seconds]
+            self._trim_timer = None
+            if self._idle:
+                self._arm(self.keep_seconds - (now - min(b[2] for b in self._idle)))
+
+    def trim(self) -> None:
+        """Let go of every idle buffer now."""
+        with self._lock:
+            self._idle = []
 
     def forget_after_fork(self) -> None:
         # A forked worker must not hold its parent's buffers (they would count in its RSS) nor wait

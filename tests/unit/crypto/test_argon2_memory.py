@@ -155,7 +155,7 @@ def test_parameters_libargon2_refuses_fail_the_check(hasher):
 
 def test_a_failed_allocation_fails_the_check_closed(hasher, memory, monkeypatch):
     stored = hasher.hash(PASSWORD)
-    memory.trim(everything=True)
+    memory.trim()
 
     def out_of_memory(size):
         raise MemoryError
@@ -172,7 +172,7 @@ def test_idps_password_checks_take_the_pool():
     passwords = Passwords(1, 1024, 2, 1)
     memory = shared_working_memory()
     stored = passwords.hash(PASSWORD)
-    memory.trim(everything=True)
+    memory.trim()
     assert passwords.verify(stored, PASSWORD) is True
     assert passwords.verify(stored, "wrong") is False
     assert memory.held_bytes() == 1024 * 1024, "both checks used one kept buffer"
