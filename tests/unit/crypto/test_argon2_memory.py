@@ -112,6 +112,43 @@ def test_idle_buffers_are_let_go():
     assert memory.held_bytes() == 0
 
 
+def _mapping_of(address: int) -> dict | None:
+    """The /proc/self/smaps entry of the mapping holding `address`, as its fields."""
+    entry = None
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                if entry is not None:
+                    return entry
+                start, end = (int(part, 16) for part in head.split("-"))
+                entry = {} if start <= address < end else None
+            elif entry is not None:
+                key, _, value = line.partition(":")
+                entry[key] = value.strip()
+    return entry
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc")
+def test_buffers_are_marked_for_huge_pages_and_unmapped_when_let_go():
+    import gc
+
+    memory = WorkingMemory(keep_seconds=60)
+    hasher = MemoryReusingHasher(time_cost=1, memory_cost=4096, parallelism=1, memory=memory)
+    hasher.verify(hasher.hash(PASSWORD), PASSWORD)
+    [(_, buffer, _)] = memory._idle
+    address = int(ffi.cast("uintptr_t", buffer))
+    assert address % (2 << 20) == 0, "starts on a 2 MiB boundary, so whole huge pages fit"
+    mapping = _mapping_of(address)
+    assert mapping is not None
+    assert "hg" in mapping["VmFlags"].split(), "madvise(MADV_HUGEPAGE) was asked for"
+    assert "Anonymous" in mapping and mapping["Shared_Dirty"] == "0 kB", "private, not shared memory"
+    del buffer
+    memory.trim()
+    gc.collect()
+    assert _mapping_of(address) is None, "the pages went back to the kernel"
+
+
 def test_a_forked_child_holds_none_of_its_parents_buffers():
     memory = shared_working_memory()
     hasher = MemoryReusingHasher(**SMALL, memory=memory)
