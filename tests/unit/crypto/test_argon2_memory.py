@@ -56,6 +56,45 @@ def test_a_hash_is_the_one_argon2_cffi_writes(memory, params):
     assert memory.buffers_made == 1, "both hashes went through the pool"
 
 
+@pytest.mark.parametrize("cpus", [1, 3, 64])
+def test_the_same_hash_whatever_number_of_threads_computes_it(memory, cpus):
+    params = {"time_cost": 1, "memory_cost": 1024, "parallelism": 4}
+    salt = os.urandom(16)
+    expected = PasswordHasher(**params).hash(PASSWORD, salt=salt)
+    assert MemoryReusingHasher(**params, memory=memory, cpus=cpus).hash(PASSWORD, salt=salt) == expected
+
+
+def test_threads_are_the_free_cpus_shared_among_the_hashes_running():
+    hasher = MemoryReusingHasher(**SMALL, memory=WorkingMemory(), cpus=2)
+    assert hasher.threads_for(lanes=4, running=1) == 2, "a lone hash takes both CPUs, not four threads"
+    assert hasher.threads_for(lanes=4, running=2) == 1
+    assert hasher.threads_for(lanes=4, running=5) == 1
+    assert hasher.threads_for(lanes=1, running=1) == 1
+    assert MemoryReusingHasher(**SMALL, cpus=16).threads_for(lanes=4, running=2) == 4, "never more than lanes"
+
+
+def test_a_hash_that_starts_beside_another_takes_what_is_left(memory, monkeypatch):
+    hasher = MemoryReusingHasher(time_cost=1, memory_cost=1024, parallelism=4, memory=memory, cpus=2)
+    stored = hasher.hash(PASSWORD)
+    both_inside = threading.Barrier(2)
+    chosen: list[int] = []
+    derive = hasher._derive_with
+
+    def derive_when_both_run(secret, salt, memory_kib, time_cost, lanes, threads, length, error):
+        chosen.append(threads)
+        both_inside.wait(10)
+        return derive(secret, salt, memory_kib, time_cost, lanes, threads, length, error)
+
+    monkeypatch.setattr(hasher, "_derive_with", derive_when_both_run)
+    workers = [threading.Thread(target=hasher.verify, args=(stored, PASSWORD)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert sorted(chosen) == [1, 2], "the first one alone takes both CPUs; the next one, started while it runs, one"
+    assert hasher._running == 0, "every hash counted itself out"
+
+
 def test_a_hash_that_cannot_get_memory_fails(hasher, monkeypatch):
     def out_of_memory(size):
         raise MemoryError
