@@ -101,8 +101,8 @@ class Settings:
     argon2_memory_kib: int = 64 * 1024
     argon2_parallelism: int = 4
     # Password hashes running at once per process; more wait their turn. Each holds argon2_memory_kib
-    # while it runs and already keeps argon2_parallelism threads busy, so more at once adds memory,
-    # not speed (eight threads of one worker would hold 512 MiB with the defaults).
+    # while it runs and shares the CPUs with the others (idp/crypto/argon2_memory.py), so more at once
+    # adds memory, not speed (eight threads of one worker would hold 512 MiB with the defaults).
     password_hashes_at_once: int = 2
     default_signing_alg: str = "ES256"
     # `idp purge` and the worker's periodic purge (idp/services/purge.py). Codes and tokens go this

@@ -20,7 +20,7 @@ class Passwords:
         self._hasher = MemoryReusingHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
                                            memory=shared_working_memory())
         # Each hash holds memory_kib of memory while it runs. Beyond a few at once a process gains no
-        # speed (argon2 already keeps `parallelism` threads busy per hash) but can run out of memory:
+        # speed (the hashes running share the CPUs between them) but can run out of memory:
         # eight gunicorn threads signing in together would otherwise hold 512 MiB with the defaults.
         self._slots = threading.BoundedSemaphore(at_once)
         self._dummy_hash: str | None = None
