@@ -70,9 +70,9 @@ def run_gunicorn(app, host: str, port: int, workers: int, threads: int) -> None:
     # Forked workers must not share the parent's database connections.
     from idp.extensions import db
 
+    _warm_up_before_fork(app)
     with app.app_context():
         db.engine.dispose()
-    _warm_up_before_fork(app)
 
     options = {
         **gunicorn_options(host, port, workers, threads),
@@ -88,6 +88,11 @@ def _warm_up_before_fork(app) -> None:
     workers start with it (and share its pages until they write to them)."""
     # Otherwise the first unknown account a worker checks would take two hashes, not one.
     app.extensions["idp"].passwords.prepare_timing_equaliser()
+    # Importing the signing keys validates them (35 ms for the RSA key here), and the keys each
+    # worker reads then are the same: the imports are cached (idp/crypto/keys.py) and inherited.
+    # The connection this opens is closed again before the fork (run_gunicorn).
+    with app.app_context():
+        app.extensions["idp"].keys.ring()
     from idp.services.user_agents import describe_user_agent
 
     # Compiles the User-Agent patterns the common browsers reach (about 0.3 s).

@@ -84,3 +84,42 @@ def test_objects_built_before_the_fork_are_left_out_of_later_collections():
     finally:
         gc.unfreeze()
     assert any(obj is built_at_start for obj in gc.get_objects())
+
+
+def test_the_master_loads_the_signing_keys_once_for_every_worker(app, monkeypatch):
+    import gc
+
+    from idp.server import _warm_up_before_fork
+
+    keys = app.extensions["idp"].keys
+    keys.invalidate()
+    monkeypatch.setattr("idp.server.freeze_startup_objects", lambda: 0)  # leave this test process's GC alone
+    _warm_up_before_fork(app)
+    assert keys.fresh_ring() is not None, "a worker forked now starts with the ring read and imported"
+    assert gc.get_freeze_count() == 0
+
+
+def test_workers_forked_from_one_key_ring_never_sign_with_the_same_nonce(app):
+    """ES256 takes a fresh random nonce for every signature, and one nonce used twice with one key
+    gives the key away. The workers inherit the master's imported keys; OpenSSL's generator must
+    not come along unchanged into each of them."""
+    import os
+
+    with app.app_context():
+        ring = app.extensions["idp"].keys.ring()
+    claims = {"iss": "https://idp.example", "sub": "same claims in every worker", "iat": 1}
+    signatures = []
+    for _ in range(2):
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover (runs in the child)
+            os.write(write_end, ring.sign(claims, "ES256").encode())
+            os._exit(0)
+        os.close(write_end)
+        token = os.read(read_end, 4096).decode()
+        os.close(read_end)
+        os.waitpid(child, 0)
+        assert ring.verify(token)[1] == claims
+        signatures.append(token.rsplit(".", 1)[1])
+    signatures.append(ring.sign(claims, "ES256").rsplit(".", 1)[1])
+    assert len(set(signatures)) == 3
