@@ -49,6 +49,8 @@ def _new_buffer(size: int):
     # (Linux's transparent huge pages in "madvise" mode): argon2 reads its blocks all over the
     # buffer, and with 4 KiB pages nearly every read of a 64 MiB buffer misses the TLB. A verify
     # costs about 7 % less CPU this way. The buffer is unmapped when the pool lets go of it.
+    if not hasattr(mmap, "MAP_ANONYMOUS"):  # a platform without them: the C heap, as libargon2 would
+        return ffi.new("uint8_t[]", size)
     pages = mmap.mmap(-1, size + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_HUGEPAGE"):
         pages.madvise(mmap.MADV_HUGEPAGE)

@@ -253,3 +253,11 @@ def test_idps_password_checks_take_the_pool():
     assert passwords.verify(stored, "wrong") is False
     assert memory.held_bytes() == 1024 * 1024, "both checks used one kept buffer"
     assert memory._lent == {}
+
+
+def test_without_anonymous_mappings_the_buffers_come_from_the_c_heap(monkeypatch):
+    monkeypatch.delattr(argon2_memory.mmap, "MAP_ANONYMOUS")
+    memory = WorkingMemory(keep_seconds=60)
+    hasher = MemoryReusingHasher(**SMALL, memory=memory)
+    assert hasher.verify(hasher.hash(PASSWORD), PASSWORD) is True
+    assert memory.buffers_made == 1
