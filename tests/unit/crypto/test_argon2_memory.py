@@ -73,7 +73,31 @@ def test_threads_are_the_free_cpus_shared_among_the_hashes_running():
     assert MemoryReusingHasher(**SMALL, cpus=16).threads_for(lanes=4, running=2) == 4, "never more than lanes"
 
 
+def test_threads_leave_the_cpus_other_processes_are_using_to_them():
+    hasher = MemoryReusingHasher(**SMALL, memory=WorkingMemory(), cpus=2)
+    assert hasher.threads_for(lanes=4, running=1, others_runnable=0) == 2, "an idle machine: both CPUs"
+    assert hasher.threads_for(lanes=4, running=1, others_runnable=1) == 1, "another worker's hash has one"
+    assert hasher.threads_for(lanes=4, running=1, others_runnable=40) == 1, "always at least one"
+    assert MemoryReusingHasher(**SMALL, cpus=8).threads_for(lanes=4, running=1, others_runnable=5) == 3
+    assert hasher.threads_for(lanes=4, running=1, others_runnable=None) == 2, "unknown: this process alone decides"
+
+
+def test_the_machines_runnable_threads_are_read_without_the_caller(monkeypatch):
+    import io
+
+    if os.path.exists("/proc/loadavg"):
+        assert argon2_memory._others_runnable() >= 0
+    # The fourth field counts the threads running or ready to run, the reader among them.
+    monkeypatch.setattr(argon2_memory, "open", lambda *a, **k: io.BytesIO(b"1.52 1.10 0.98 3/142 6819\n"),
+                        raising=False)
+    assert argon2_memory._others_runnable() == 2
+    monkeypatch.setattr(argon2_memory, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")),
+                        raising=False)
+    assert argon2_memory._others_runnable() is None
+
+
 def test_a_hash_that_starts_beside_another_takes_what_is_left(memory, monkeypatch):
+    monkeypatch.setattr(argon2_memory, "_others_runnable", lambda: 0)  # nothing else wants the CPUs
     hasher = MemoryReusingHasher(time_cost=1, memory_cost=1024, parallelism=4, memory=memory, cpus=2)
     stored = hasher.hash(PASSWORD)
     both_inside = threading.Barrier(2)
