@@ -227,9 +227,11 @@ class MemoryReusingHasher(PasswordHasher):
 
     def _derive(self, secret: bytes, salt: bytes, memory_kib: int, time_cost: int, lanes: int, length: int,
                 error: type[Exception]) -> bytes:
+        # Read before the lock: only the count of this process's hashes needs it.
+        others_runnable = _others_runnable()
         with self._running_lock:
             self._running += 1
-            threads = self.threads_for(lanes, self._running, _others_runnable())
+            threads = self.threads_for(lanes, self._running, others_runnable)
         try:
             return self._derive_with(secret, salt, memory_kib, time_cost, lanes, threads, length, error)
         finally:
