@@ -241,9 +241,13 @@ class MemoryReusingHasher(PasswordHasher):
     def _derive_with(self, secret: bytes, salt: bytes, memory_kib: int, time_cost: int, lanes: int, threads: int,
                      length: int, error: type[Exception]) -> bytes:
         out = ffi.new("uint8_t[]", length)
+        # Held here until libargon2 returns: a cdata made inside the initialiser below would be freed
+        # as soon as the context is built, and libargon2 reads the password and salt only after it
+        # has called the allocate hook, whose Python code may reuse that memory.
+        password_bytes, salt_bytes = ffi.new("uint8_t[]", secret), ffi.new("uint8_t[]", salt)
         context = ffi.new("argon2_context *", {
-            "out": out, "outlen": length, "pwd": ffi.new("uint8_t[]", secret), "pwdlen": len(secret),
-            "salt": ffi.new("uint8_t[]", salt), "saltlen": len(salt), "secret": ffi.NULL, "secretlen": 0,
+            "out": out, "outlen": length, "pwd": password_bytes, "pwdlen": len(secret),
+            "salt": salt_bytes, "saltlen": len(salt), "secret": ffi.NULL, "secretlen": 0,
             "ad": ffi.NULL, "adlen": 0, "t_cost": time_cost, "m_cost": memory_kib, "lanes": lanes,
             "threads": threads, "version": ARGON2_VERSION, "allocate_cbk": self.memory.allocate_hook,
             "free_cbk": self.memory.free_hook, "flags": lib.ARGON2_DEFAULT_FLAGS,

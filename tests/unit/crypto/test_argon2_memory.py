@@ -285,3 +285,51 @@ def test_without_anonymous_mappings_the_buffers_come_from_the_c_heap(monkeypatch
     hasher = MemoryReusingHasher(**SMALL, memory=memory)
     assert hasher.verify(hasher.hash(PASSWORD), PASSWORD) is True
     assert memory.buffers_made == 1
+
+
+
+class _PoisoningFFI:
+    """argon2_memory's cffi, with every ffi.new freed through an allocator that overwrites the memory
+    with 0xAA first: a pointer that outlives its owner then reads that, never what it held."""
+
+    def __init__(self, real):
+        import cffi
+
+        self._real = real
+        libc_ffi = cffi.FFI()
+        libc_ffi.cdef("void *malloc(size_t); void free(void *); void *memset(void *, int, size_t);")
+        libc = libc_ffi.dlopen(None)
+        sizes: dict[int, int] = {}
+
+        def allocate(size):
+            address = int(libc_ffi.cast("uintptr_t", libc.malloc(size)))
+            sizes[address] = size
+            return real.cast("void *", address)
+
+        def free(pointer):
+            address = int(real.cast("uintptr_t", pointer))
+            libc.memset(libc_ffi.cast("void *", address), 0xAA, sizes.pop(address))
+            libc.free(libc_ffi.cast("void *", address))
+
+        self.new = real.new_allocator(allocate, free)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_the_password_and_salt_stay_alive_while_libargon2_reads_them(monkeypatch, cpus):
+    # libargon2 asks the allocate hook for its memory first and reads the password and salt after;
+    # had their C copies been freed once the context was built, it would hash what came to lie
+    # there instead, the same for any password.
+    monkeypatch.setattr(argon2_memory, "ffi", _PoisoningFFI(argon2_memory.ffi))
+    hasher = MemoryReusingHasher(**SMALL, memory=WorkingMemory(keep_seconds=60), cpus=cpus)
+    stock = PasswordHasher(**SMALL)
+    salt = os.urandom(16)
+    ours = hasher.hash(PASSWORD, salt=salt)
+    assert ours == stock.hash(PASSWORD, salt=salt)
+    assert hasher.verify(ours, PASSWORD) is True
+    with pytest.raises(VerifyMismatchError):
+        hasher.verify(ours, PASSWORD + "!")
+    with pytest.raises(VerifyMismatchError):
+        hasher.verify(stock.hash("another password", salt=salt), PASSWORD)
