@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -119,13 +120,18 @@ def test_a_hash_that_starts_beside_another_takes_what_is_left(memory, monkeypatc
     assert hasher._running == 0, "every hash counted itself out"
 
 
-def test_a_hash_that_cannot_get_memory_fails(hasher, monkeypatch):
+# MemoryError from the C heap, OSError (ENOMEM) from mmap when the kernel refuses the mapping.
+@pytest.mark.parametrize("refusal", [MemoryError, OSError(12, "Cannot allocate memory")])
+def test_a_hash_that_cannot_get_memory_fails(hasher, monkeypatch, refusal):
     def out_of_memory(size):
-        raise MemoryError
+        raise refusal
 
     monkeypatch.setattr(argon2_memory, "_new_buffer", out_of_memory)
+    escaped: list = []
+    monkeypatch.setattr(sys, "unraisablehook", escaped.append)
     with pytest.raises(HashingError):
         hasher.hash(PASSWORD)
+    assert escaped == [], "refused in the hook, not left to the callback's last resort"
 
 
 def test_one_buffer_serves_every_check_in_turn(hasher, memory):
@@ -253,16 +259,20 @@ def test_parameters_libargon2_refuses_fail_the_check(hasher):
         hasher.verify("$argon2id$v=19$m=8,t=1,p=4$c29tZXNhbHRzb21lc2FsdA$c29tZWhhc2hzb21laGFzaA", PASSWORD)
 
 
-def test_a_failed_allocation_fails_the_check_closed(hasher, memory, monkeypatch):
+@pytest.mark.parametrize("refusal", [MemoryError, OSError(12, "Cannot allocate memory")])
+def test_a_failed_allocation_fails_the_check_closed(hasher, memory, monkeypatch, refusal):
     stored = hasher.hash(PASSWORD)
     memory.trim()
 
     def out_of_memory(size):
-        raise MemoryError
+        raise refusal
 
     monkeypatch.setattr(argon2_memory, "_new_buffer", out_of_memory)
+    escaped: list = []
+    monkeypatch.setattr(sys, "unraisablehook", escaped.append)
     with pytest.raises(VerificationError):
         hasher.verify(stored, PASSWORD)
+    assert escaped == [], "refused in the hook, not left to the callback's last resort"
     passwords = Passwords(1, 1024, 2, 1)
     passwords._hasher = hasher
     assert passwords.verify(stored, PASSWORD) is False
