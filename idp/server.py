@@ -10,6 +10,8 @@ import socket
 
 from gunicorn.app.base import BaseApplication
 
+from idp.web.access_log import AccessLog
+
 # glibc's mallopt parameter number for the size above which malloc maps memory on its own.
 _M_MMAP_THRESHOLD = -3
 
@@ -120,6 +122,8 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict:
         "worker_class": "gthread",
         "accesslog": "-",
         "errorlog": "-",
+        # gunicorn's line with the secret links and parameters redacted, and cheaper (idp/web/access_log.py).
+        "logger_class": AccessLog,
         "timeout": 30,
         "graceful_timeout": 10,
         "keepalive": 5,

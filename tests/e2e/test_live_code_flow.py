@@ -112,3 +112,22 @@ def test_serve_refuses_several_workers_without_redis(deployment):
                           text=True, timeout=30)
     assert done.returncode == 2
     assert "IDP_REDIS_URL" in done.stderr
+
+
+def test_the_access_log_keeps_emailed_link_tokens_out(deployment):
+    deployment.cli("init")
+    issuer = deployment.start(workers=1)
+    token = secrets.token_urlsafe(32)
+    for path in (f"/invite/{token}", f"/unlock/{token}", f"/account/sessions/end-link/{token}",
+                 f"/logout?id_token_hint={token}&state=s1"):
+        requests.get(issuer + path, allow_redirects=False, timeout=5)
+    log_file = deployment.tmp_path / f"serve-{deployment.port}.log"
+    deadline = time.monotonic() + 10
+    while "/logout?" not in log_file.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = log_file.read_text()
+    assert token not in log
+    for line in ("GET /invite/[redacted] HTTP/1.1", "GET /unlock/[redacted] HTTP/1.1",
+                 "GET /account/sessions/end-link/[redacted] HTTP/1.1",
+                 "GET /logout?id_token_hint=[redacted]&state=s1 HTTP/1.1"):
+        assert "127.0.0.1 - - [" in log and f'"{line}" ' in log, log[-2000:]
