@@ -595,6 +595,38 @@ def revocation_propagation(issuer: str, sessions: list[dict], admin: dict, rp: d
             "introspection_inactive": summary(inactive_ms)}
 
 
+def revocation_under_load(issuer: str, sessions: list[dict], admin: dict, rp: dict, receiver: LogoutReceiver,
+                          load_url: str, load_env: dict, args) -> dict:
+    """`revocation_propagation` while wrk keeps idp's workers busy with client_credentials grants (the
+    heaviest scenario that stays valid whatever sessions end): a back-channel logout is sent by the
+    worker that ended the session, sharing the CPUs with that load, as it would in a busy deployment."""
+    seconds = max(args.duration, 3 + len(sessions))
+    load: dict = {}
+
+    def drive():
+        try:
+            load["wrk"] = run_wrk(load_url, "post_form.lua", args, load_env, duration=seconds)
+        except BenchError as exc:
+            load["error"] = str(exc)
+
+    load_started = time.monotonic()
+    driver = threading.Thread(target=drive, name="revocation-load", daemon=True)
+    driver.start()
+    time.sleep(1.0)  # wrk at full pace before the first session ends
+    result = revocation_propagation(issuer, sessions, admin, rp, receiver)
+    ended_within = time.monotonic() - load_started
+    driver.join(seconds + 90)
+    if "wrk" not in load:
+        raise BenchError(f"the load beside the revocations failed: {load.get('error', 'wrk did not finish')}")
+    wrk = load["wrk"]
+    result["load"] = {"scenario": "POST token client_credentials", "seconds": seconds, "rps": wrk["rps"],
+                      "p99_ms": wrk["p99_ms"], "errors": wrk["errors"],
+                      "connections": args.connections,
+                      # Sessions ended after wrk stopped were measured on an idle server.
+                      "all_sessions_ended_under_load": ended_within <= seconds}
+    return result
+
+
 def _r(value):
     return None if value is None else round(value, 2)
 
@@ -917,6 +949,18 @@ def print_table(results: dict) -> None:
               f"{rv['introspection_inactive']['p50_ms']} ms / p99 {rv['introspection_inactive']['p99_ms']} ms; "
               f"admin DELETE p50 {rv['admin_delete']['p50_ms']} ms; errors {rv['errors']}, "
               f"missing tokens {rv['logout_token_missing_after_30s']}")
+    rl = results.get("revocation_propagation_under_load")
+    if rl:
+        load = rl["load"]
+        print(f"  the same under load ({rl['sessions']} more sessions, while wrk sent {load['rps']:.0f} "
+              f"client_credentials grants/s on {load['connections']} connections, p99 {load['p99_ms']} ms, "
+              f"errors {load['errors']}"
+              f"{'' if load['all_sessions_ended_under_load'] else '; some sessions ended after the load stopped'}): "
+              f"back-channel logout p50 {rl['backchannel_logout_received']['p50_ms']} ms / "
+              f"p99 {rl['backchannel_logout_received']['p99_ms']} ms; introspection inactive p50 "
+              f"{rl['introspection_inactive']['p50_ms']} ms / p99 {rl['introspection_inactive']['p99_ms']} ms; "
+              f"admin DELETE p50 {rl['admin_delete']['p50_ms']} ms; errors {rl['errors']}, "
+              f"missing tokens {rl['logout_token_missing_after_30s']}")
     rss = results["rss"]
     peer_rss = f", peer {peer['rss_after']['workers_mib']}" if "rss_after" in peer else ""
     print(f"worker RSS after load (MiB): idp {rss['idp_after']['workers_mib']} (idle "
@@ -1023,8 +1067,9 @@ def main(argv=None) -> int:
         # and the sessions the revocation scenario ends, all through the hosted sign-in form.
         pool_size = 2 * args.connections * args.repeat
         parallel = max(2, args.workers * args.threads)
-        log(f"signing in {pool_size + args.sessions} times through the hosted form ({parallel} in parallel)")
-        minted, seconds = mint(deployment.issuer, rp, pool_size + args.sessions, parallel)
+        # The revocation scenario ends `sessions` of them on an idle server and as many under load.
+        log(f"signing in {pool_size + 2 * args.sessions} times through the hosted form ({parallel} in parallel)")
+        minted, seconds = mint(deployment.issuer, rp, pool_size + 2 * args.sessions, parallel)
         signin_times = [t["_seconds"] * 1000 for t in minted]
         results["signin_premint"] = {
             "sessions": len(minted), "seconds": round(seconds, 2), "parallel": parallel,
@@ -1032,7 +1077,9 @@ def main(argv=None) -> int:
             "p99_ms": _r(percentile(signin_times, 99)),
             "what": "authorize → login page → password POST → redirects → code exchange; no second factor",
         }
-        pool, revocation_sessions = minted[:pool_size], minted[pool_size:]
+        pool = minted[:pool_size]
+        revocation_sessions = minted[pool_size:pool_size + args.sessions]
+        loaded_revocation_sessions = minted[pool_size + args.sessions:]
         access_file, refresh_files = write_token_files(workdir, "idp", pool, args.repeat)
         urls = endpoints(deployment.issuer)
 
@@ -1081,6 +1128,10 @@ def main(argv=None) -> int:
             log(f"revocation propagation: ending {len(revocation_sessions)} sessions one at a time")
             results["revocation_propagation"] = revocation_propagation(deployment.issuer, revocation_sessions,
                                                                        admin, rp, receiver)
+            log(f"revocation propagation under load: ending {len(loaded_revocation_sessions)} sessions one at a "
+                f"time while wrk sends client_credentials grants on {args.connections} connections")
+            results["revocation_propagation_under_load"] = revocation_under_load(
+                deployment.issuer, loaded_revocation_sessions, admin, rp, receiver, urls["token"], cc_wrk_env(cc), args)
 
         # The whole sign-in with TOTP. Each user signs in at most once per 30 s step, so there must be
         # about as many users as sign-ins in one step: the password-only rate above bounds that rate.
