@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from joserfc import jwt
@@ -17,6 +19,9 @@ from idp.crypto.secrets import random_token
 SUPPORTED_ALGS = ("ES256", "RS256")
 # The `typ` of every JWT this server writes: ID tokens, access tokens (RFC 9068), logout tokens.
 WRITTEN_TYPES = ("JWT", "at+jwt", "logout+jwt")
+ACCESS_TOKEN_TYPE = "at+jwt"
+# Access tokens whose signature a ring has checked, kept per ring (see KeyRing._verify_written).
+VERIFIED_ACCESS_TOKENS_KEPT = 2048
 
 
 class InvalidJWT(Exception):
@@ -73,6 +78,7 @@ class KeyRing:
                                                         _import(m.public_jwk).public_key)
             for m in published if m.alg in SUPPORTED_ALGS for typ in WRITTEN_TYPES
         }
+        self._verified_access_tokens: OrderedDict[bytes, dict] = OrderedDict()
 
     def has(self, alg: str) -> bool:
         return alg in self._active
@@ -94,16 +100,42 @@ class KeyRing:
         return self._verify_any_header(token, typ)
 
     def _verify_written(self, token: str, typ: str | None, header: dict, public_key) -> tuple[dict, dict]:
-        """A header byte-identical to one this ring writes: its key and algorithm are ours."""
+        """A header byte-identical to one this ring writes: its key and algorithm are ours.
+
+        An access token is presented many times in its ten minutes (a resource server introspects
+        it on each call it guards, an app reads UserInfo and the sessions API with it), and each
+        ES256 check costs about 80 µs. The claims this ring verified for the very same bytes
+        (keyed by their SHA-256) are kept, so the check is the same one: same bytes, same keys.
+        The ring is replaced at every reread of the key table (30 s), and what it kept goes with
+        it, so a key no longer published stops verifying as soon as it would have. Expiry,
+        issuer and revocation are the caller's, on every call. Failures are not kept."""
         if typ is not None and header["typ"].lower() != typ.lower():
             raise InvalidJWT("wrong token type")
+        kept = header["typ"] == ACCESS_TOKEN_TYPE
+        if kept:
+            digest = hashlib.sha256(token.encode()).digest()
+            claims = self._verified_access_tokens.get(digest)
+            if claims is not None:
+                return dict(header), dict(claims)
         try:
             claims = compact.verified_claims(header["alg"], public_key, token)
         except compact.MalformedJWS as exc:
             raise InvalidJWT(str(exc)) from exc
         if claims is None:
             raise InvalidJWT("bad signature")
+        if kept:
+            self._keep_verified(digest, claims)
         return dict(header), claims
+
+    def _keep_verified(self, digest: bytes, claims: dict) -> None:
+        # Oldest out first. Each step is atomic under the GIL, so threads need no lock here.
+        verified = self._verified_access_tokens
+        if len(verified) >= VERIFIED_ACCESS_TOKENS_KEPT:
+            try:
+                verified.popitem(last=False)
+            except KeyError:  # another thread emptied it meanwhile
+                pass
+        verified[digest] = dict(claims)
 
     def _verify_any_header(self, token: str, typ: str | None) -> tuple[dict, dict]:
         """Tokens signed before this ring wrote its own headers, or headers of another shape: the

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from sqlalchemy import bindparam, exists, func, or_, select, true, update
 
-from idp.crypto.keys import InvalidJWT
+from idp.crypto.keys import ACCESS_TOKEN_TYPE, InvalidJWT
 from idp.crypto.secrets import random_token, sha256_hex
 from idp.extensions import db
 from idp.services.access_tokens import AccessTokenLedger, AccessTokenRecord, new_jti
@@ -31,8 +31,6 @@ from idp.storage.models import (
     utcnow,
 )
 from idp.storage.rows import alone, execute_core, row_by_id
-
-ACCESS_TOKEN_TYPE = "at+jwt"
 
 log = logging.getLogger("idp.grants")
 

@@ -16,7 +16,7 @@ from idp.extensions import db
 from idp.storage.models import BrowserSession, RefreshToken, utcnow
 from idp.storage.store import StoreUnavailable
 from tests.integration.mfa_support import services_of
-from tests.support import PASSWORD, OIDCBrowser, bearer, introspect, jwt_payload, refresh, token_request
+from tests.support import PASSWORD, OIDCBrowser, bearer, introspect, jwt_payload, refresh, revoke, token_request
 
 
 def _machine(app, scope="admin"):
@@ -187,6 +187,30 @@ def test_an_access_token_revoked_on_one_instance_is_inactive_on_the_other(two_in
     revoked = token_request(second.test_client(), machine, {"token": token}, path="/revoke")
     assert revoked.status_code == 200
     assert introspect(first.test_client(), machine, token).json == {"active": False}
+
+
+def test_a_token_whose_signature_was_already_checked_is_still_revoked_and_expires(make_app, monkeypatch):
+    """The key ring keeps the access tokens it has verified (idp/crypto/keys.py); revocation, the end
+    of the session and expiry are still asked on every call."""
+    app = make_app()
+    rp = _app_client(app)
+    _user(app)
+    client = app.test_client()
+    first, second = _signed_in_tokens(app, rp), _signed_in_tokens(app, rp)
+    for tokens in (first, second):
+        for _ in range(2):
+            assert introspect(client, rp, tokens["access_token"]).json["active"] is True
+            assert client.get("/userinfo", headers=bearer(tokens["access_token"])).status_code == 200
+    assert revoke(client, rp, first["refresh_token"]).status_code == 200  # the grant and its access tokens
+    assert introspect(client, rp, first["access_token"]).json == {"active": False}
+    assert client.get("/userinfo", headers=bearer(first["access_token"])).status_code == 401
+
+    expires = jwt_payload(second["access_token"])["exp"]
+    import idp.services.grants as grants_module
+
+    monkeypatch.setattr(grants_module, "utcnow", lambda: utcnow().fromtimestamp(expires, utcnow().tzinfo))
+    assert introspect(client, rp, second["access_token"]).json == {"active": False}
+    assert client.get("/userinfo", headers=bearer(second["access_token"])).status_code == 401
 
 
 def test_an_emptied_store_fails_closed_and_refresh_tokens_carry_on(make_app, backend, redis_url):

@@ -249,3 +249,99 @@ def test_a_header_of_a_key_no_longer_published_is_refused(es):
     fresh = generate_key("ES256")
     with pytest.raises(InvalidJWT):
         KeyRing(active=[fresh], published=[fresh]).verify(token)
+
+
+# -- access tokens a ring has already checked ------------------------------------------------------
+
+
+@pytest.fixture
+def signature_checks(monkeypatch):
+    """How many times the signature of a token with our header was actually computed."""
+    from idp.crypto import compact
+
+    checks = []
+    real = compact.verified_claims
+
+    def counting(alg, public_key, token):
+        checks.append(token)
+        return real(alg, public_key, token)
+
+    monkeypatch.setattr(compact, "verified_claims", counting)
+    return checks
+
+
+def _fresh_ring():
+    key = generate_key("ES256")
+    return key, KeyRing(active=[key], published=[key])
+
+
+def test_an_access_token_is_checked_once_per_ring(signature_checks):
+    _, ring = _fresh_ring()
+    token = ring.sign(CLAIMS, "ES256", typ="at+jwt")
+    first = ring.verify(token, typ="at+jwt")
+    first[1]["sub"] = "changed by a caller"
+    again = ring.verify(token, typ="at+jwt")
+    assert again == ({"alg": "ES256", "kid": first[0]["kid"], "typ": "at+jwt"}, CLAIMS)
+    again[1]["sub"] = "changed by another caller"
+    assert ring.verify(token, typ="at+jwt")[1] == CLAIMS
+    assert signature_checks == [token]
+
+
+def test_other_bytes_than_a_kept_token_are_checked_and_refused(signature_checks):
+    _, ring = _fresh_ring()
+    token = ring.sign(CLAIMS, "ES256", typ="at+jwt")
+    ring.verify(token, typ="at+jwt")
+    header, payload, signature = _segments(token)
+    forged_payload = _b64({**CLAIMS, "sub": "admin"})
+    last = "A" if signature[-1] != "A" else "Q"
+    for forged in (f"{header}.{forged_payload}.{signature}", f"{header}.{payload}.{signature[:-1]}{last}"):
+        with pytest.raises(InvalidJWT):
+            ring.verify(forged, typ="at+jwt")
+    assert len(signature_checks) == 3
+
+
+def test_a_kept_access_token_is_still_refused_as_another_type():
+    _, ring = _fresh_ring()
+    token = ring.sign(CLAIMS, "ES256", typ="at+jwt")
+    ring.verify(token, typ="at+jwt")
+    for other in ("JWT", "logout+jwt"):
+        with pytest.raises(InvalidJWT, match="type"):
+            ring.verify(token, typ=other)
+
+
+def test_failures_and_other_types_are_checked_every_time(signature_checks):
+    _, ring = _fresh_ring()
+    id_token = ring.sign(CLAIMS, "ES256")
+    header, payload, _ = _segments(ring.sign(CLAIMS, "ES256", typ="at+jwt"))
+    bad = ".".join([header, payload, _b64(bytes([1]) * 64)])
+    for _ in range(2):
+        ring.verify(id_token)
+        with pytest.raises(InvalidJWT):
+            ring.verify(bad, typ="at+jwt")
+    assert len(signature_checks) == 4
+
+
+def test_a_new_ring_keeps_nothing_and_refuses_keys_it_no_longer_publishes(signature_checks):
+    key, ring = _fresh_ring()
+    token = ring.sign(CLAIMS, "ES256", typ="at+jwt")
+    ring.verify(token, typ="at+jwt")
+    KeyRing(active=[key], published=[key]).verify(token, typ="at+jwt")
+    assert len(signature_checks) == 2
+    successor = generate_key("ES256")
+    with pytest.raises(InvalidJWT):
+        KeyRing(active=[successor], published=[successor]).verify(token, typ="at+jwt")
+
+
+def test_a_ring_keeps_a_bounded_number_of_tokens(monkeypatch, signature_checks):
+    from idp.crypto import keys
+
+    monkeypatch.setattr(keys, "VERIFIED_ACCESS_TOKENS_KEPT", 4)
+    _, ring = _fresh_ring()
+    tokens = [ring.sign({**CLAIMS, "jti": str(n)}, "ES256", typ="at+jwt") for n in range(10)]
+    for token in tokens:
+        ring.verify(token, typ="at+jwt")
+    assert len(ring._verified_access_tokens) == 4
+    signature_checks.clear()
+    ring.verify(tokens[-1], typ="at+jwt")  # among the newest: kept
+    ring.verify(tokens[0], typ="at+jwt")  # the oldest went first
+    assert signature_checks == [tokens[0]]
