@@ -53,7 +53,7 @@ class AccessLog(Logger):
 
     def _writes_access_lines(self) -> bool:
         try:
-            return self.access_log_enabled  # gunicorn 25 and later work it out once
+            return self.access_log_enabled  # newer gunicorn releases work it out once per (re)load
         except AttributeError:
             cfg = self.cfg
             return bool(cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or getattr(cfg, "logconfig_json", None)
