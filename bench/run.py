@@ -879,6 +879,14 @@ def print_cpu_per_request(results: dict) -> None:
     print_rows(rows)
 
 
+def _revocation_figures(r: dict) -> str:
+    return (f"back-channel logout token at RP p50 {r['backchannel_logout_received']['p50_ms']} ms / "
+            f"p99 {r['backchannel_logout_received']['p99_ms']} ms; introspection inactive p50 "
+            f"{r['introspection_inactive']['p50_ms']} ms / p99 {r['introspection_inactive']['p99_ms']} ms; "
+            f"admin DELETE p50 {r['admin_delete']['p50_ms']} ms; errors {r['errors']}, "
+            f"missing tokens {r['logout_token_missing_after_30s']}")
+
+
 def print_table(results: dict) -> None:
     peer = results.get("peer", {})
     peer_scenarios = peer.get("scenarios", {})
@@ -944,11 +952,7 @@ def print_table(results: dict) -> None:
     rv = results.get("revocation_propagation")
     if rv:
         print(f"revocation ({rv['sessions']} sessions ended one at a time via DELETE /api/admin/sessions/{{sid}}): "
-              f"back-channel logout token at RP p50 {rv['backchannel_logout_received']['p50_ms']} ms / "
-              f"p99 {rv['backchannel_logout_received']['p99_ms']} ms; introspection inactive p50 "
-              f"{rv['introspection_inactive']['p50_ms']} ms / p99 {rv['introspection_inactive']['p99_ms']} ms; "
-              f"admin DELETE p50 {rv['admin_delete']['p50_ms']} ms; errors {rv['errors']}, "
-              f"missing tokens {rv['logout_token_missing_after_30s']}")
+              f"{_revocation_figures(rv)}")
     rl = results.get("revocation_propagation_under_load")
     if rl:
         load = rl["load"]
@@ -956,11 +960,7 @@ def print_table(results: dict) -> None:
               f"client_credentials grants/s on {load['connections']} connections, p99 {load['p99_ms']} ms, "
               f"errors {load['errors']}"
               f"{'' if load['all_sessions_ended_under_load'] else '; some sessions ended after the load stopped'}): "
-              f"back-channel logout p50 {rl['backchannel_logout_received']['p50_ms']} ms / "
-              f"p99 {rl['backchannel_logout_received']['p99_ms']} ms; introspection inactive p50 "
-              f"{rl['introspection_inactive']['p50_ms']} ms / p99 {rl['introspection_inactive']['p99_ms']} ms; "
-              f"admin DELETE p50 {rl['admin_delete']['p50_ms']} ms; errors {rl['errors']}, "
-              f"missing tokens {rl['logout_token_missing_after_30s']}")
+              f"{_revocation_figures(rl)}")
     rss = results["rss"]
     peer_rss = f", peer {peer['rss_after']['workers_mib']}" if "rss_after" in peer else ""
     print(f"worker RSS after load (MiB): idp {rss['idp_after']['workers_mib']} (idle "

@@ -27,32 +27,35 @@ class _Lines(logging.Handler):
 
 
 @pytest.fixture
-def loggers(monkeypatch):
-    """gunicorn's logger and idp's, both writing into one list; the clock fixed for both."""
-    monkeypatch.setattr(Logger, "now", lambda self: "[06/Dec/2026:20:15:00 +0000]")
-
-    def make(cls, access_format):
-        cfg = Config()
-        cfg.set("accesslog", "-")
-        if access_format:
-            cfg.set("access_log_format", access_format)
-        return cls(cfg)
-
+def access_lines():
+    """What gunicorn's access logger writes, for the length of a test."""
     access = logging.getLogger("gunicorn.access")
     kept = access.handlers[:]
     sink = _Lines()
+    yield access, sink
+    access.handlers = kept
+
+
+@pytest.fixture
+def loggers(monkeypatch, access_lines):
+    """gunicorn's logger and idp's, both writing into one list; the clock fixed for both."""
+    monkeypatch.setattr(Logger, "now", lambda self: "[06/Dec/2026:20:15:00 +0000]")
+    access, sink = access_lines
 
     def write(access_format=None, **request):
         lines = []
         for cls in (Logger, AccessLog):
-            logger = make(cls, access_format)
+            cfg = Config()
+            cfg.set("accesslog", "-")
+            if access_format:
+                cfg.set("access_log_format", access_format)
+            logger = cls(cfg)  # its set-up replaces the handlers
             access.handlers = [sink]
             logger.access(*_request(**request))
             lines.append(sink.lines.pop())
         return tuple(lines)
 
-    yield write
-    access.handlers = kept
+    return write
 
 
 def _request(method="GET", uri="/.well-known/openid-configuration", status="200 OK", sent=312, headers=(),
@@ -130,17 +133,11 @@ def test_lookalike_names_are_left_alone():
     assert redact("/invite/abc?code=1#x") == f"/invite/{REDACTED}?code={REDACTED}#x"
 
 
-def test_no_access_log_means_no_line(monkeypatch):
-    cfg = Config()  # accesslog unset
-    sink = _Lines()
-    access = logging.getLogger("gunicorn.access")
-    kept = access.handlers[:]
-    try:
-        logger = AccessLog(cfg)
-        access.handlers = [sink]
-        logger.access(*_request())
-    finally:
-        access.handlers = kept
+def test_no_access_log_means_no_line(access_lines):
+    access, sink = access_lines
+    logger = AccessLog(Config())  # accesslog unset
+    access.handlers = [sink]
+    logger.access(*_request())
     assert sink.lines == []
 
 
